@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/metrics"
+	"github.com/academy-gateway/academy-gateway/onboard"
+	"github.com/academy-gateway/academy-gateway/proxy"
+	"github.com/academy-gateway/academy-gateway/tokens"
+)
+
+// The proxy depends on the manager only through its own narrow interfaces.
+var (
+	_ proxy.Tokens  = (*tokens.Manager)(nil)
+	_ onboard.Store = (*tokens.Store)(nil)
+)
+
+// app is the gateway wired from one configuration, in dependency order.
+type app struct {
+	cfg     config.Config
+	log     *zap.Logger
+	reg     *prometheus.Registry
+	m       *metrics.Metrics
+	rdb     redis.UniversalClient
+	store   *tokens.Store
+	academy *tokens.Academy
+	mgr     *tokens.Manager
+	onboard *onboard.Service
+	closers []func()
+}
+
+// appOptions are what tests and demo change beyond the configuration.
+type appOptions struct {
+	// managerInterval overrides the period of background token work (zero: 30s).
+	managerInterval time.Duration
+}
+
+func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
+	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	v, _ := buildVersion()
+	a.m = metrics.New(a.reg, v)
+
+	rdb, err := a.openRedis()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.rdb = rdb
+	a.closers = append(a.closers, func() { rdb.Close() })
+
+	kr, err := tokens.NewKeyring(cfg.Security.EncryptionKeys)
+	if err != nil {
+		a.Close()
+		return nil, usageError{fmt.Errorf("security.encryption_keys: %w", err)}
+	}
+	a.store = tokens.NewStore(rdb, cfg.Redis.KeyPrefix, kr, a.m, nil)
+	base := trimSlash(cfg.Upstream.BaseURL)
+	a.academy = tokens.NewAcademy(&http.Client{Timeout: cfg.Upstream.Timeout.D(), Transport: proxy.NewTransport(cfg.Upstream.Timeout.D())},
+		tokens.AcademyConfig{
+			ClientID: cfg.OAuth.ClientID, ClientSecret: cfg.OAuth.ClientSecret,
+			TokenURL: cfg.OAuth.TokenURL, RefreshURL: cfg.OAuth.RefreshURL,
+			InfoURL: base + "/info", InvalidateURL: cfg.OAuth.InvalidateURL,
+			Unit: cfg.OAuth.ExpiresInUnit.D(),
+		})
+	a.mgr = tokens.NewManager(a.store, a.academy, a.m, tokens.ManagerOptions{
+		RefreshBefore:  cfg.OAuth.RefreshBefore.D(),
+		RefreshTimeout: cfg.Upstream.Timeout.D(),
+		KeepAlive:      cfg.OAuth.KeepAlive,
+		Interval:       opts.managerInterval,
+		Logger:         log.Named("tokens"),
+	})
+	redirect, _ := url.Parse(cfg.OAuth.RedirectURL) // validated by config
+	a.onboard = onboard.New(a.store, a.academy, onboard.Options{
+		AuthorizeURL: cfg.OAuth.AuthorizeURL, RedirectURL: redirect,
+		ClientID: cfg.OAuth.ClientID, Scopes: cfg.OAuth.Scopes,
+		Connected: func(user string) { a.mgr.Forget(user, "") },
+		Logger:    log.Named("onboard"),
+	})
+	return a, nil
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// openRedis connects to the configured Redis, or starts an embedded one when none is configured.
+func (a *app) openRedis() (redis.UniversalClient, error) {
+	r := a.cfg.Redis
+	switch {
+	case r.URL != "":
+		opts, err := redis.ParseURL(r.URL)
+		if err != nil {
+			return nil, usageError{&config.Error{Key: "redis.url", Msg: err.Error()}}
+		}
+		return redis.NewClient(opts), nil
+	case len(r.Addrs) > 0:
+		return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName}), nil
+	}
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	a.closers = append(a.closers, mr.Close)
+	a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	return redis.NewClient(&redis.Options{Addr: mr.Addr()}), nil
+}
+
+// Close releases what newApp opened, last first.
+func (a *app) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// proxyHandler serves the proxy listener: onboarding routes, then everything else to the proxy.
+// The router neither cleans nor decodes paths: the proxy checks the raw path itself.
+func (a *app) proxyHandler() http.Handler {
+	upstream, _ := url.Parse(a.cfg.Upstream.BaseURL) // validated by config
+	opts := proxy.Options{
+		Upstream:      upstream,
+		StripPrefixes: a.cfg.Upstream.StripPrefixes,
+		Transport:     proxy.NewTransport(a.cfg.Upstream.Timeout.D()),
+		Metrics:       a.m,
+		Logger:        a.log.Named("access"),
+	}
+	if a.cfg.Identity.Mode == config.ModeStatic {
+		opts.StaticUser = a.cfg.Identity.StaticUser
+	}
+	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
+	r.Path(onboard.StartPath).Methods(http.MethodGet).HandlerFunc(a.onboard.Start)
+	r.Path(a.onboard.CallbackPath()).Methods(http.MethodGet).HandlerFunc(a.onboard.Callback)
+	r.PathPrefix("/").Handler(proxy.New(a.mgr, opts))
+	return r
+}
+
+// opsHandler serves the ops listener: metrics, health and (when enabled) the admin API.
+func (a *app) opsHandler() http.Handler {
+	r := mux.NewRouter()
+	r.Path("/metrics").Methods(http.MethodGet).Handler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	r.Path("/healthz").Methods(http.MethodGet).HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	r.Path("/readyz").Methods(http.MethodGet).HandlerFunc(a.ready)
+	return r
+}
+
+// ready answers 200 when Redis answers within a second, else 503 with the reason.
+func (a *app) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := a.store.Ping(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: redis: %v\n", errors.Unwrap(err))
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+// serve runs both listeners and the token manager until ctx ends, then drains in-flight requests
+// for at most server.shutdown_timeout.
+func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
+	newServer := func(h http.Handler, name string) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    a.cfg.Server.MaxHeaderBytes,
+			ErrorLog:          zap.NewStdLog(a.log.Named(name)),
+		}
+	}
+	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
+	errc := make(chan error, 2)
+	for i, ln := range []net.Listener{proxyLn, opsLn} {
+		go func() { errc <- servers[i].Serve(ln) }()
+	}
+	mctx, stopManager := context.WithCancel(ctx)
+	var background sync.WaitGroup
+	background.Go(func() { a.mgr.Run(mctx) })
+	background.Go(func() { a.mgr.Watch(mctx, nil) })
+	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
+		zap.String("upstream", a.cfg.Upstream.BaseURL))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	a.log.Info("shutting down", zap.Duration("timeout", a.cfg.Server.ShutdownTimeout.D()))
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Server.ShutdownTimeout.D())
+	defer cancel()
+	for _, s := range servers {
+		if serr := s.Shutdown(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("shutdown: %w", serr)
+		}
+	}
+	stopManager()
+	background.Wait()
+	return err
+}
+
+// newLogger builds the zap logger of log.level and log.format, writing to w.
+func newLogger(c config.Log, w io.Writer) *zap.Logger {
+	level, _ := zapcore.ParseLevel(c.Level) // validated by config
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	if c.Format == "console" {
+		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encoder = zapcore.NewConsoleEncoder(enc)
+	} else {
+		encoder = zapcore.NewJSONEncoder(enc)
+	}
+	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+// serve is the serve command.
+func (e env) serve(ctx context.Context, args []string) error {
+	fs, path := e.newFlags("serve")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := e.loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, e.stderr)
+	defer log.Sync()
+	a, err := newApp(cfg, log, appOptions{})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	proxyLn, err := net.Listen("tcp", cfg.Listen.Proxy)
+	if err != nil {
+		return fmt.Errorf("listen.proxy: %w", err)
+	}
+	opsLn, err := net.Listen("tcp", cfg.Listen.Ops)
+	if err != nil {
+		proxyLn.Close()
+		return fmt.Errorf("listen.ops: %w", err)
+	}
+	return a.serve(ctx, proxyLn, opsLn)
+}

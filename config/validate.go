@@ -1,0 +1,226 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.yaml.in/yaml/v3"
+)
+
+// Scopes the Academy API v2 knows; connect is needed to authorize at all.
+var knownScopes = []string{"connect", "read", "write", "delete"}
+
+// Validate checks every value and returns an *Error naming the first offending key.
+func (c *Config) Validate() error {
+	for key, addr := range map[string]string{"listen.proxy": c.Listen.Proxy, "listen.ops": c.Listen.Ops} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return &Error{Key: key, Msg: fmt.Sprintf("%q is not a host:port address", addr)}
+		}
+	}
+	if c.Listen.Proxy == c.Listen.Ops {
+		return &Error{Key: "listen.ops", Msg: "must differ from listen.proxy (the admin API is never served to callers)"}
+	}
+	urls := []struct{ key, val string }{
+		{"upstream.base_url", c.Upstream.BaseURL},
+		{"oauth.authorize_url", c.OAuth.AuthorizeURL},
+		{"oauth.token_url", c.OAuth.TokenURL},
+		{"oauth.refresh_url", c.OAuth.RefreshURL},
+		{"oauth.invalidate_url", c.OAuth.InvalidateURL},
+		{"oauth.redirect_url", c.OAuth.RedirectURL},
+	}
+	for _, u := range urls {
+		if err := checkURL(u.val); err != nil {
+			return &Error{Key: u.key, Msg: err.Error()}
+		}
+	}
+	for _, p := range c.Upstream.StripPrefixes {
+		if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") {
+			return &Error{Key: "upstream.strip_prefixes", Msg: fmt.Sprintf("%q must start with / and not end with /", p)}
+		}
+	}
+	if c.Upstream.Timeout <= 0 {
+		return &Error{Key: "upstream.timeout", Msg: "must be positive"}
+	}
+	if c.OAuth.ClientID == "" {
+		return &Error{Key: "oauth.client_id", Msg: "is required (the Academy client id)"}
+	}
+	if c.OAuth.ClientSecret == "" {
+		return &Error{Key: "oauth.client_secret", Msg: "is required (the Academy client secret)"}
+	}
+	for _, s := range c.OAuth.Scopes {
+		if !slices.Contains(knownScopes, s) {
+			return &Error{Key: "oauth.scopes", Msg: fmt.Sprintf("unknown scope %q (known: %s)", s, strings.Join(knownScopes, ", "))}
+		}
+	}
+	if !slices.Contains(c.OAuth.Scopes, "connect") {
+		return &Error{Key: "oauth.scopes", Msg: "must include connect (the Academy refuses to authorize without it)"}
+	}
+	if c.OAuth.RefreshBefore < 0 {
+		return &Error{Key: "oauth.refresh_before", Msg: "must not be negative"}
+	}
+	if c.OAuth.ExpiresInUnit <= 0 {
+		return &Error{Key: "oauth.expires_in_unit", Msg: "must be positive"}
+	}
+	if c.Redis.URL != "" && len(c.Redis.Addrs) > 0 {
+		return &Error{Key: "redis.addrs", Msg: "set either redis.url or redis.addrs, not both"}
+	}
+	if c.Redis.MasterName != "" && len(c.Redis.Addrs) == 0 {
+		return &Error{Key: "redis.master_name", Msg: "needs redis.addrs (the Sentinel nodes)"}
+	}
+	if c.Redis.URL != "" {
+		if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return &Error{Key: "redis.url", Msg: "must be a redis://, rediss:// or unix:// URL"}
+		}
+	}
+	if len(c.Security.EncryptionKeys) == 0 {
+		return &Error{Key: "security.encryption_keys", Msg: "at least one key is required (base64 of 32 random bytes: openssl rand -base64 32)"}
+	}
+	for i, k := range c.Security.EncryptionKeys {
+		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) != 32 {
+			return &Error{Key: "security.encryption_keys", Msg: fmt.Sprintf("key %d is not base64 of exactly 32 bytes", i+1)}
+		}
+	}
+	switch c.Identity.Mode {
+	case ModeAPIKey:
+	case ModeStatic:
+		if c.Identity.StaticUser == "" {
+			return &Error{Key: "identity.static_user", Msg: "is required when identity.mode is static"}
+		}
+	default:
+		return &Error{Key: "identity.mode", Msg: fmt.Sprintf("%q is not api_key or static", c.Identity.Mode)}
+	}
+	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
+		return &Error{Key: "log.level", Msg: fmt.Sprintf("%q is not debug, info, warn or error", c.Log.Level)}
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		return &Error{Key: "log.format", Msg: fmt.Sprintf("%q is not json or console", c.Log.Format)}
+	}
+	if c.Server.ShutdownTimeout <= 0 {
+		return &Error{Key: "server.shutdown_timeout", Msg: "must be positive"}
+	}
+	if c.Server.MaxHeaderBytes < 1024 {
+		return &Error{Key: "server.max_header_bytes", Msg: "must be at least 1024"}
+	}
+	return nil
+}
+
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", raw)
+	}
+	return nil
+}
+
+// EnvPrefix starts every override variable: ACADEMY_GATEWAY_<SECTION>_<KEY>.
+const EnvPrefix = "ACADEMY_GATEWAY_"
+
+// applyEnv sets every field whose ACADEMY_GATEWAY_<SECTION>_<KEY> variable is non-empty.
+// Lists are comma-separated.
+func applyEnv(c *Config, getenv func(string) string) error {
+	return walk(c, func(key string, f reflect.Value, _ reflect.StructField) error {
+		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		raw := getenv(name)
+		if raw == "" {
+			return nil
+		}
+		if err := setFromString(f, raw); err != nil {
+			return &Error{Key: key, Msg: fmt.Sprintf("from %s: %v", name, err)}
+		}
+		return nil
+	})
+}
+
+func setFromString(f reflect.Value, raw string) error {
+	switch f.Interface().(type) {
+	case Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration", raw)
+		}
+		f.Set(reflect.ValueOf(Duration(d)))
+	case string:
+		f.SetString(raw)
+	case []string:
+		f.Set(reflect.ValueOf(strings.Split(raw, ",")))
+	case bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", raw)
+		}
+		f.SetBool(b)
+	case int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", raw)
+		}
+		f.SetInt(int64(n))
+	default:
+		return fmt.Errorf("unsupported type %s", f.Type())
+	}
+	return nil
+}
+
+// walk calls fn for every leaf field of c with its dotted YAML key.
+func walk(c *Config, fn func(key string, f reflect.Value, sf reflect.StructField) error) error {
+	root := reflect.ValueOf(c).Elem()
+	for i := range root.NumField() {
+		section := root.Field(i)
+		sname := root.Type().Field(i).Tag.Get("yaml")
+		for j := range section.NumField() {
+			sf := section.Type().Field(j)
+			if err := fn(sname+"."+sf.Tag.Get("yaml"), section.Field(j), sf); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Masked returns a copy of c with every secret replaced by "****" (empty secrets stay empty) and
+// the password of the Redis URL hidden, for printing.
+func (c Config) Masked() Config {
+	c.OAuth.Scopes = slices.Clone(c.OAuth.Scopes)
+	c.Security.EncryptionKeys = slices.Clone(c.Security.EncryptionKeys)
+	_ = walk(&c, func(_ string, f reflect.Value, sf reflect.StructField) error {
+		switch sf.Tag.Get("secret") {
+		case "true":
+			switch v := f.Interface().(type) {
+			case string:
+				if v != "" {
+					f.SetString("****")
+				}
+			case []string:
+				for i := range v {
+					v[i] = "****"
+				}
+			}
+		case "url":
+			if u, err := url.Parse(f.String()); err == nil && u.User != nil {
+				if _, ok := u.User.Password(); ok {
+					u.User = url.UserPassword(u.User.Username(), "****")
+					f.SetString(strings.Replace(u.String(), "%2A%2A%2A%2A", "****", 1))
+				}
+			}
+		}
+		return nil
+	})
+	return c
+}
+
+// YAML renders c as YAML, for check-config.
+func (c Config) YAML() []byte {
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("marshal config: %v", err)) // Config holds only marshalable types
+	}
+	return out
+}

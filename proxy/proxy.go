@@ -1,0 +1,258 @@
+// Package proxy is the gateway's proxy listener handler: it identifies a legacy v1 caller by its
+// x-api-key, decides the Academy v2 scope from the real method, finds the user's access token
+// (refreshing it when due), and forwards the request with httputil.ReverseProxy, injecting
+// Authorization: Bearer. Gateway errors are JSON with the codes of SPEC §4 step 6; upstream
+// answers pass through unchanged.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/academy-gateway/academy-gateway/metrics"
+	"github.com/academy-gateway/academy-gateway/tokens"
+)
+
+// Tokens is what the proxy needs of the token manager.
+type Tokens interface {
+	// LookupKey returns the record of an API key, or tokens.ErrUnknownKey.
+	LookupKey(ctx context.Context, key string) (tokens.APIKey, error)
+	// Connection returns the user's connection, or tokens.ErrNotConnected.
+	Connection(ctx context.Context, user string) (tokens.Connection, error)
+	// Token returns c, or c refreshed when its access token is (nearly) expired.
+	Token(ctx context.Context, c tokens.Connection) (tokens.Connection, bool, error)
+	// Rejected returns a connection with another access token after the upstream refused c's.
+	Rejected(ctx context.Context, c tokens.Connection) (tokens.Connection, error)
+}
+
+// Options configure a Handler.
+type Options struct {
+	// Upstream is the Academy v2 base URL; the request path (after StripPrefixes) is appended.
+	Upstream *url.URL
+	// StripPrefixes are removed from the start of request paths, first match wins.
+	StripPrefixes []string
+	// StaticUser, when set, is the user of every request (sidecar mode); x-api-key is ignored.
+	StaticUser string
+	// Transport sends upstream requests; nil: NewTransport(30s).
+	Transport http.RoundTripper
+	// Metrics receives request metrics; required.
+	Metrics *metrics.Metrics
+	// Logger receives one access line per request; nil: no logs.
+	Logger *zap.Logger
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// MaxReplayBody is the largest request body kept for a replay after an upstream 401.
+const MaxReplayBody = 1 << 20
+
+// Handler is the proxy listener's handler for everything but onboarding.
+type Handler struct {
+	tokens Tokens
+	opts   Options
+	rp     *httputil.ReverseProxy
+	base   string // escaped path of the upstream base, without a trailing slash
+	ids    *requestIDs
+}
+
+// New returns a Handler forwarding to opts.Upstream.
+func New(tok Tokens, opts Options) *Handler {
+	if opts.Transport == nil {
+		opts.Transport = NewTransport(30 * time.Second)
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Handler{tokens: tok, opts: opts, ids: newRequestIDs(),
+		base: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/")}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    &replayTransport{next: opts.Transport, tokens: tok, m: opts.Metrics, now: opts.Now},
+		ErrorHandler: h.proxyError,
+		BufferPool:   &bufferPool{},
+		ErrorLog:     zap.NewStdLog(opts.Logger.Named("reverseproxy")),
+	}
+	return h
+}
+
+// exchange is the per-request state shared by the handler, the transport and the access log.
+type exchange struct {
+	requestID  string
+	user       string
+	keyID      string
+	path       string // escaped path to forward, after prefix stripping
+	conn       tokens.Connection
+	replay     []byte // the request body, when small enough to send again
+	replayable bool
+	refreshed  bool
+	upstream   time.Duration
+	outcome    string
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	x, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return x
+}
+
+// ServeHTTP implements SPEC §4 for one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.opts.Now()
+	x := &exchange{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}
+	sw := &statusWriter{ResponseWriter: w}
+	sw.Header().Set("X-Request-Id", x.requestID)
+	if err := h.serve(sw, r, x); err != nil {
+		h.fail(sw, x, err)
+	}
+	h.finish(sw, r, x, start)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) error {
+	ctx := r.Context()
+	var key tokens.APIKey
+	if h.opts.StaticUser != "" {
+		x.user = h.opts.StaticUser
+	} else {
+		vals := r.Header.Values("X-Api-Key")
+		if len(vals) != 1 {
+			return tokens.ErrUnknownKey
+		}
+		var err error
+		if key, err = h.tokens.LookupKey(ctx, vals[0]); err != nil {
+			return err
+		}
+		x.user, x.keyID = key.User, key.ID
+	}
+
+	raw := r.URL.EscapedPath()
+	if !cleanPath(raw) {
+		return &Error{Status: 400, Code: "bad_request", Message: "The request path has dot segments, empty segments or encoded separators."}
+	}
+	x.path = stripPrefix(raw, h.opts.StripPrefixes)
+	scope, ok := requiredScope(r.Method, x.path)
+	if !ok {
+		return &Error{Status: 405, Code: "method_not_allowed", Message: "The method " + r.Method + " is not forwarded; use GET, HEAD, POST, PUT, PATCH or DELETE."}
+	}
+	if scope != "" && !key.Allows(scope) {
+		return insufficient(scope, "this API key")
+	}
+	conn, err := h.tokens.Connection(ctx, x.user)
+	if err != nil {
+		return err
+	}
+	if conn.Status == tokens.StatusReauthRequired {
+		return tokens.ErrReauthRequired
+	}
+	if scope != "" && !conn.HasScope(scope) {
+		return insufficient(scope, "the user's Academy connection")
+	}
+	if x.conn, x.refreshed, err = h.tokens.Token(ctx, conn); err != nil {
+		return err
+	}
+	if err := keepForReplay(r, x); err != nil {
+		return &Error{Status: 400, Code: "bad_request", Message: "The request body could not be read.", Err: err}
+	}
+	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
+	return nil
+}
+
+func insufficient(scope, whose string) *Error {
+	return &Error{Status: 403, Code: "insufficient_scope", Scope: scope,
+		Message: fmt.Sprintf("The %s scope is not granted to %s.", scope, whose)}
+}
+
+// keepForReplay buffers a request body of at most MaxReplayBody so that it can be sent again
+// after a reactive refresh; a larger body streams and is never replayed.
+func keepForReplay(r *http.Request, x *exchange) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		x.replayable = true
+		return nil
+	}
+	if r.ContentLength > MaxReplayBody {
+		return nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, MaxReplayBody+1))
+	if err != nil {
+		return err
+	}
+	if len(buf) > MaxReplayBody { // chunked and large: stream what was read, then the rest
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		return nil
+	}
+	x.replay, x.replayable = buf, true
+	r.ContentLength = int64(len(buf))
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return nil
+}
+
+// overrideHeaders could make an upstream act on another method than the one whose scope was
+// checked; spoofable URL headers could make it act on another path. None is ever forwarded.
+var overrideHeaders = []string{
+	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+	"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-Uri", "X-Forwarded-Path", "X-Forwarded-Prefix",
+	"X-Api-Key", "Authorization",
+}
+
+// rewrite builds the upstream request. ReverseProxy has already removed hop-by-hop headers
+// (including any named by Connection) and inbound X-Forwarded-*, so the Authorization set here
+// survives whatever the caller sent.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeFrom(pr.In.Context())
+	for _, name := range overrideHeaders {
+		pr.Out.Header.Del(name)
+	}
+	u := h.opts.Upstream
+	raw := h.base + x.path
+	path, _ := url.PathUnescape(raw) // cleanPath accepted raw, so it unescapes
+	pr.Out.URL.Scheme, pr.Out.URL.Host = u.Scheme, u.Host
+	pr.Out.URL.Path, pr.Out.URL.RawPath = path, raw
+	pr.Out.Host = ""
+	pr.SetXForwarded()
+	pr.Out.Header.Set("X-Request-Id", x.requestID)
+	pr.Out.Header.Set("Authorization", "Bearer "+x.conn.AccessToken)
+}
+
+// proxyError is the ReverseProxy's ErrorHandler: transport failures and errors of the replay
+// transport end up here.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	h.fail(w, exchangeFrom(r.Context()), err)
+}
+
+func (h *Handler) fail(w http.ResponseWriter, x *exchange, err error) {
+	e, outcome := classify(err)
+	x.outcome = outcome
+	if e.Status >= 500 && e.Err != nil {
+		h.opts.Logger.Warn("request failed", zap.String("request_id", x.requestID), zap.String("code", e.Code), zap.Error(e.Err))
+	}
+	writeError(w, e, x.requestID)
+}
+
+// bufferPool recycles the 32 KiB copy buffers of ReverseProxy.
+type bufferPool struct{ p sync.Pool }
+
+func (bp *bufferPool) Get() []byte {
+	if b, ok := bp.p.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, 32<<10)
+}
+
+func (bp *bufferPool) Put(b []byte) { bp.p.Put(&b) }

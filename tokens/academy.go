@@ -1,0 +1,233 @@
+package tokens
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"time"
+)
+
+// Grant is a token response with its lifetimes turned into absolute times.
+type Grant struct {
+	AccessToken      string
+	RefreshToken     string
+	IssuedAt         time.Time
+	AccessExpiresAt  time.Time
+	RefreshExpiresAt time.Time
+}
+
+// Info is the Academy identity of a connection, from GET /info.
+type Info struct {
+	ID     string   `json:"id"`
+	User   string   `json:"user"`
+	Scopes []string `json:"scopes"`
+}
+
+// APIError is an error answer of the Academy. Errors.Is(err, ErrInvalidGrant) holds for a
+// rejected code or refresh token (400 from the token or refresh endpoint).
+type APIError struct {
+	Op      string // token, refresh, info, invalidate
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("academy %s: status %d: %s", e.Op, e.Status, e.Message)
+}
+
+// Is makes a 400 from the grant endpoints match ErrInvalidGrant: the Academy answers 400 for an
+// unknown, expired, spent or revoked code or refresh token, and 401 for bad client credentials,
+// which must not cost a user the connection.
+func (e *APIError) Is(target error) bool {
+	return target == ErrInvalidGrant && e.Status == http.StatusBadRequest && (e.Op == "token" || e.Op == "refresh")
+}
+
+// AcademyConfig locates the Academy's endpoints and the gateway's client registration.
+type AcademyConfig struct {
+	ClientID, ClientSecret string
+	TokenURL, RefreshURL   string
+	InfoURL, InvalidateURL string
+	// Unit is what one unit of expires_in lasts: a minute at the Academy.
+	Unit time.Duration
+	// Retries is how many times a failed call is tried again; zero: 2.
+	Retries int
+	// Backoff is the wait before the first retry, doubled each time; zero: 100ms.
+	Backoff time.Duration
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Academy is a thin client of the Academy's JSON token, refresh, info and invalidate endpoints.
+// Off-the-shelf OAuth2 clients post forms and read expiry in seconds; the Academy takes JSON and
+// counts minutes.
+type Academy struct {
+	hc  *http.Client
+	cfg AcademyConfig
+}
+
+// NewAcademy returns a client that sends its requests with hc, which must have a timeout.
+func NewAcademy(hc *http.Client, cfg AcademyConfig) *Academy {
+	if cfg.Retries == 0 {
+		cfg.Retries = 2
+	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff = 100 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Unit == 0 {
+		cfg.Unit = time.Minute
+	}
+	return &Academy{hc: hc, cfg: cfg}
+}
+
+type tokenResponse struct {
+	AccessToken      string `json:"access_token"`
+	ExpiresIn        int64  `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in"`
+}
+
+// Exchange trades an authorization code for tokens.
+func (a *Academy) Exchange(ctx context.Context, code, redirectURI string) (Grant, error) {
+	return a.grant(ctx, "token", a.cfg.TokenURL, map[string]string{
+		"code": code, "client_id": a.cfg.ClientID, "client_secret": a.cfg.ClientSecret,
+		"grant_type": "authorization_code", "redirect_uri": redirectURI,
+	})
+}
+
+// Refresh trades a refresh token for new access and refresh tokens. The old refresh token is
+// spent whatever the outcome looks like: never send it twice.
+func (a *Academy) Refresh(ctx context.Context, refreshToken string) (Grant, error) {
+	return a.grant(ctx, "refresh", a.cfg.RefreshURL, map[string]string{
+		"client_id": a.cfg.ClientID, "client_secret": a.cfg.ClientSecret,
+		"grant_type": "refresh_token", "refresh_token": refreshToken,
+	})
+}
+
+func (a *Academy) grant(ctx context.Context, op, url string, body map[string]string) (Grant, error) {
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return Grant{}, err
+	}
+	issued := a.cfg.Now()
+	// A code or refresh token is single-use: once the request may have reached the Academy it
+	// is never sent again, or a lost answer would be followed by a rejected replay.
+	var tr tokenResponse
+	if err := a.do(ctx, op, http.MethodPost, url, "", payload, false, &tr); err != nil {
+		return Grant{}, err
+	}
+	if tr.AccessToken == "" || tr.RefreshToken == "" || tr.ExpiresIn <= 0 {
+		return Grant{}, fmt.Errorf("academy %s: incomplete token response", op)
+	}
+	g := Grant{
+		AccessToken:     tr.AccessToken,
+		RefreshToken:    tr.RefreshToken,
+		IssuedAt:        issued,
+		AccessExpiresAt: issued.Add(time.Duration(tr.ExpiresIn) * a.cfg.Unit),
+	}
+	if tr.RefreshExpiresIn > 0 { // absent: the refresh token's lifetime is unknown
+		g.RefreshExpiresAt = issued.Add(time.Duration(tr.RefreshExpiresIn) * a.cfg.Unit)
+	}
+	return g, nil
+}
+
+// Info returns the Academy identity behind accessToken.
+func (a *Academy) Info(ctx context.Context, accessToken string) (Info, error) {
+	var info Info
+	err := a.do(ctx, "info", http.MethodGet, a.cfg.InfoURL, accessToken, nil, true, &info)
+	return info, err
+}
+
+// Invalidate revokes the connection behind accessToken at the Academy.
+func (a *Academy) Invalidate(ctx context.Context, accessToken string) error {
+	return a.do(ctx, "invalidate", http.MethodGet, a.cfg.InvalidateURL, accessToken, nil, true, nil)
+}
+
+// do sends one call with bounded retries and backoff on network errors and 5xx answers, never
+// on 4xx. When replayable is false, a call is retried only if it failed before the request was
+// written (a dial error), never after the Academy may have acted on it.
+func (a *Academy) do(ctx context.Context, op, method, url, bearer string, body []byte, replayable bool, out any) error {
+	wait := a.cfg.Backoff
+	for attempt := 0; ; attempt++ {
+		wrote, retry, err := a.once(ctx, op, method, url, bearer, body, out)
+		if err == nil || !retry || attempt >= a.cfg.Retries || (wrote && !replayable) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("academy %s: %w (after %w)", op, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+func (a *Academy) once(ctx context.Context, op, method, url, bearer string, body []byte, out any) (wrote, retry bool, err error) {
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote = true }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, url, bytes.NewReader(body))
+	if err != nil {
+		return false, false, fmt.Errorf("academy %s: %w", op, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return wrote, ctx.Err() == nil, fmt.Errorf("academy %s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return true, true, fmt.Errorf("academy %s: read answer: %w", op, err)
+	}
+	if resp.StatusCode >= 300 {
+		return true, resp.StatusCode >= 500, &APIError{Op: op, Status: resp.StatusCode, Message: errorMessage(data)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return true, false, fmt.Errorf("academy %s: decode answer: %w", op, err)
+		}
+	}
+	return true, false, nil
+}
+
+// errorMessage extracts the Academy's {"error":{"message"}} or the OAuth2 {"error","error_description"}.
+func errorMessage(body []byte) string {
+	var academy struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &academy) == nil && academy.Error.Message != "" {
+		return academy.Error.Message
+	}
+	var std struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if json.Unmarshal(body, &std) == nil && std.Error != "" {
+		return std.Error + ": " + std.Description
+	}
+	return "(no error message)"
+}
+
+// IsTransient reports whether err is worth trying again later (network, timeout, 5xx), as
+// opposed to a rejection.
+func IsTransient(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status >= 500
+	}
+	return err != nil
+}

@@ -1,0 +1,65 @@
+package tokens
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"hash/crc32"
+	"strings"
+)
+
+// KeyPrefix starts every key the gateway issues, so keys are recognisable in configs and by
+// secret scanners. Legacy keys registered with --key keep whatever form they have.
+const KeyPrefix = "agw_"
+
+// keyEncoding is lowercase base32 without padding: unambiguous, URL- and header-safe.
+var keyEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+const (
+	keyRandomBytes = 20 // 160 bits of entropy
+	keyChecksumLen = 7  // base32 of a CRC-32
+)
+
+// NewAPIKey returns a fresh key: prefix, 32 random base32 characters and a 7-character CRC-32
+// checksum, so a mistyped key is refused without a Redis lookup.
+func NewAPIKey() string {
+	b := make([]byte, keyRandomBytes)
+	if _, err := rand.Read(b); err != nil {
+		panic("read random key: " + err.Error()) // crypto/rand never fails on supported platforms
+	}
+	body := keyEncoding.EncodeToString(b)
+	return KeyPrefix + body + keyChecksum(body)
+}
+
+func keyChecksum(body string) string {
+	sum := crc32.ChecksumIEEE([]byte(body))
+	return keyEncoding.EncodeToString([]byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)})[:keyChecksumLen]
+}
+
+// WellFormed reports whether key could be a valid key: an issued key (with KeyPrefix) must carry
+// a matching checksum; any other non-empty printable key may be a registered legacy key.
+func WellFormed(key string) bool {
+	if key == "" || len(key) > 512 {
+		return false
+	}
+	body, ok := strings.CutPrefix(key, KeyPrefix)
+	if !ok {
+		return true
+	}
+	if len(body) <= keyChecksumLen {
+		return false
+	}
+	body, sum := body[:len(body)-keyChecksumLen], body[len(body)-keyChecksumLen:]
+	return keyChecksum(body) == sum
+}
+
+// HashKey returns the hex SHA-256 of key: what is stored instead of the key. Keys carry at least
+// 160 random bits (legacy keys are the Academy's own random keys), so an unsalted hash suffices.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// keyID derives a key's public id from its hash: short, stable and safe to show and log.
+func keyID(hash string) string { return hash[:16] }

@@ -1,0 +1,87 @@
+package tokens
+
+import (
+	"sync"
+	"time"
+)
+
+// cache is a bounded in-process map whose entries are fresh for ttl and then kept as a stale
+// fallback for when Redis cannot be reached. It holds negative answers too (unknown key, no
+// connection), so a flood of bad keys does not become a flood of Redis reads.
+type cache[V any] struct {
+	mu    sync.RWMutex
+	ttl   time.Duration
+	max   int
+	items map[string]cacheEntry[V]
+}
+
+type cacheEntry[V any] struct {
+	val V
+	err error
+	at  time.Time
+}
+
+func newCache[V any](ttl time.Duration, max int) *cache[V] {
+	return &cache[V]{ttl: ttl, max: max, items: make(map[string]cacheEntry[V])}
+}
+
+// get returns the entry for k and whether it is still fresh at now.
+func (c *cache[V]) get(k string, now time.Time) (e cacheEntry[V], fresh, ok bool) {
+	c.mu.RLock()
+	e, ok = c.items[k]
+	c.mu.RUnlock()
+	return e, ok && now.Sub(e.at) < c.ttl, ok
+}
+
+func (c *cache[V]) put(k string, v V, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; !ok && len(c.items) >= c.max {
+		for old := range c.items { // map order is random: this evicts a random entry
+			delete(c.items, old)
+			break
+		}
+	}
+	c.items[k] = cacheEntry[V]{val: v, err: err, at: now}
+}
+
+func (c *cache[V]) delete(k string) {
+	c.mu.Lock()
+	delete(c.items, k)
+	c.mu.Unlock()
+}
+
+// flight runs one refresh per user at a time inside the process; later callers join it.
+type flight struct {
+	mu    sync.Mutex
+	calls map[string]*flightCall
+}
+
+type flightCall struct {
+	done chan struct{}
+	conn Connection
+	err  error
+}
+
+// do starts fn for key unless a call is in progress, and returns the call to wait on. fn runs
+// in its own goroutine so a caller that gives up does not cancel it for the others.
+func (f *flight) do(key string, fn func() (Connection, error)) *flightCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.calls[key]; ok {
+		return c
+	}
+	c := &flightCall{done: make(chan struct{})}
+	if f.calls == nil {
+		f.calls = make(map[string]*flightCall)
+	}
+	f.calls[key] = c
+	go func() {
+		c.conn, c.err = fn()
+		f.mu.Lock()
+		delete(f.calls, key)
+		f.mu.Unlock()
+		close(c.done)
+	}()
+	return c
+}

@@ -1,0 +1,67 @@
+package tokens
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Cache invalidation across replicas: every write that must take effect everywhere at once
+// (a revoked key, a revoked or replaced connection) publishes a message on one Redis channel;
+// every Manager subscribes and drops the named entry. A missed message costs at most CacheTTL.
+
+func (s *Store) invalidateChannel() string { return s.prefix + "invalidate" }
+
+// publish announces that the cached state of user ("u:USER") or key ("k:ID") changed. A failure
+// is only logged by callers' metrics: the cache TTL bounds the staleness anyway.
+func (s *Store) publish(ctx context.Context, msg string) {
+	_ = s.observe("publish", s.rdb.Publish(ctx, s.invalidateChannel(), msg).Err())
+}
+
+// watch delivers invalidation messages to fn until ctx ends, resubscribing after a failure.
+// ready (may be nil) is called each time the subscription is confirmed.
+func (s *Store) watch(ctx context.Context, log *zap.Logger, ready func(), fn func(user, keyID string)) {
+	for ctx.Err() == nil {
+		sub := s.rdb.Subscribe(ctx, s.invalidateChannel())
+		if _, err := sub.Receive(ctx); err != nil {
+			sub.Close()
+			log.Warn("subscribe to invalidations; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if ready != nil {
+			ready()
+		}
+		ch := sub.Channel()
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				open = false
+			case m, ok := <-ch:
+				if !ok {
+					open = false
+					break
+				}
+				kind, id, _ := strings.Cut(m.Payload, ":")
+				switch kind {
+				case "u":
+					fn(id, "")
+				case "k":
+					fn("", id)
+				}
+			}
+		}
+		sub.Close()
+	}
+}
+
+// Watch keeps the Manager's cache in step with revocations and re-authorizations made by any
+// replica or CLI, until ctx ends. ready (may be nil) is called once subscribed.
+func (mg *Manager) Watch(ctx context.Context, ready func()) {
+	mg.store.watch(ctx, mg.log, ready, mg.Forget)
+}

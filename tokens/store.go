@@ -1,0 +1,286 @@
+package tokens
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/academy-gateway/academy-gateway/metrics"
+)
+
+// Store keeps connections, API keys, onboarding tickets and refresh leases in Redis.
+//
+// Layout under the configured prefix P (every key of one user shares the hash tag {u:USER}, so
+// the Lua scripts below touch one Cluster slot):
+//
+//	P{u:USER}:conn   hash  ver (int), rec (JSON with the sealed tokens)
+//	P{u:USER}:lock   string  refresh lease owner token, with a TTL
+//	Pusers           set   users with a connection (for listing)
+//	Pkey:ID          hash  rec (JSON of APIKey with the key's hash), used (unix ms of last use)
+//	Pkeys            set   key ids
+//	Pticket:HASH     string  onboarding ticket (JSON), TTL 10 min
+//	Pstate:STATE     string  hash of the ticket an OAuth2 state belongs to, TTL 10 min
+type Store struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	keyring *Keyring
+	m       *metrics.Metrics
+	now     func() time.Time
+}
+
+// NewStore returns a store over rdb. prefix namespaces every Redis key; now is the clock
+// (nil: time.Now).
+func NewStore(rdb redis.UniversalClient, prefix string, kr *Keyring, m *metrics.Metrics, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{rdb: rdb, prefix: prefix, keyring: kr, m: m, now: now}
+}
+
+var validUser = regexp.MustCompile(`^[A-Za-z0-9._@+-]{1,128}$`)
+
+// ValidUser reports whether u can name a user: 1–128 letters, digits or ._@+- (no braces, so a
+// user can never break out of its Redis Cluster hash tag).
+func ValidUser(u string) bool { return validUser.MatchString(u) }
+
+func (s *Store) connKey(user string) string { return s.prefix + "{u:" + user + "}:conn" }
+func (s *Store) lockKey(user string) string { return s.prefix + "{u:" + user + "}:lock" }
+func (s *Store) usersKey() string           { return s.prefix + "users" }
+func (s *Store) apiKeyKey(id string) string { return s.prefix + "key:" + id }
+func (s *Store) apiKeysKey() string         { return s.prefix + "keys" }
+
+// observe counts one store operation and translates transport errors to ErrStoreUnavailable,
+// keeping the cause in the chain.
+func (s *Store) observe(op string, err error) error {
+	result := "ok"
+	if err != nil && !isAnswer(err) {
+		result = "error"
+		err = fmt.Errorf("%w: %s: %w", ErrStoreUnavailable, op, err)
+	}
+	s.m.StoreOperations.WithLabelValues(op, result).Inc()
+	return err
+}
+
+// isAnswer reports whether err is Redis's answer (nothing there, refused) rather than a failure
+// to reach it.
+func isAnswer(err error) bool {
+	for _, answer := range []error{redis.Nil, ErrNotFound, ErrNotConnected, ErrDecrypt, ErrUnknownKey, ErrKeyExists, ErrMalformedKey, ErrTicketInvalid, ErrTicketUsed} {
+		if errors.Is(err, answer) {
+			return true
+		}
+	}
+	return false
+}
+
+// storedConn is the Redis form of a Connection: the tokens sealed, the rest readable.
+type storedConn struct {
+	Connection
+	Sealed []byte `json:"sealed"`
+}
+
+type sealedTokens struct {
+	Access  string `json:"a"`
+	Refresh string `json:"r"`
+}
+
+func (s *Store) encodeConn(c Connection) (string, error) {
+	pt, err := json.Marshal(sealedTokens{c.AccessToken, c.RefreshToken})
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(storedConn{Connection: c, Sealed: s.keyring.Seal(pt, []byte(c.User))})
+	return string(b), err
+}
+
+func (s *Store) decodeConn(user, ver, rec string) (Connection, error) {
+	var sc storedConn
+	if err := json.Unmarshal([]byte(rec), &sc); err != nil {
+		return Connection{}, fmt.Errorf("decode connection of %s: %w", user, err)
+	}
+	// The user id is the associated data: a record copied under another user fails here.
+	pt, _, err := s.keyring.Open(sc.Sealed, []byte(user))
+	if err != nil {
+		return Connection{}, fmt.Errorf("open connection of %s: %w", user, err)
+	}
+	var t sealedTokens
+	if err := json.Unmarshal(pt, &t); err != nil {
+		return Connection{}, fmt.Errorf("decode tokens of %s: %w", user, err)
+	}
+	c := sc.Connection
+	c.User, c.AccessToken, c.RefreshToken = user, t.Access, t.Refresh
+	c.Version, _ = strconv.ParseInt(ver, 10, 64)
+	return c, nil
+}
+
+// Connection reads the user's connection: ErrNotConnected if there is none.
+func (s *Store) Connection(ctx context.Context, user string) (Connection, error) {
+	vals, err := s.rdb.HMGet(ctx, s.connKey(user), "ver", "rec").Result()
+	if err != nil {
+		return Connection{}, s.observe("get_connection", err)
+	}
+	ver, _ := vals[0].(string)
+	rec, _ := vals[1].(string)
+	if rec == "" {
+		return Connection{}, s.observe("get_connection", ErrNotConnected)
+	}
+	c, err := s.decodeConn(user, ver, rec)
+	return c, s.observe("get_connection", err)
+}
+
+// casScript writes rec when the stored version equals ARGV[1] ("0": absent) and returns the new
+// version, or -1 when another writer came first.
+var casScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'ver') or '0'
+if v ~= ARGV[1] then return -1 end
+local n = tonumber(v) + 1
+redis.call('HSET', KEYS[1], 'ver', n, 'rec', ARGV[2])
+return n`)
+
+// putScript writes rec unconditionally and returns the new version.
+var putScript = redis.NewScript(`
+local n = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HSET', KEYS[1], 'rec', ARGV[1])
+return n`)
+
+// CompareAndSwap writes c if the stored version is still expected. It reports false (and no
+// error) when another writer came first: a slower refresher never overwrites a newer token.
+func (s *Store) CompareAndSwap(ctx context.Context, c Connection, expected int64) (Connection, bool, error) {
+	rec, err := s.encodeConn(c)
+	if err != nil {
+		return Connection{}, false, fmt.Errorf("encode connection of %s: %w", c.User, err)
+	}
+	n, err := casScript.Run(ctx, s.rdb, []string{s.connKey(c.User)}, expected, rec).Int64()
+	if err = s.observe("cas_connection", err); err != nil || n < 0 {
+		return Connection{}, false, err
+	}
+	if c.Status != StatusActive {
+		s.publish(ctx, "u:"+c.User)
+	}
+	c.Version = n
+	return c, true, nil
+}
+
+// PutConnection stores c whatever is stored now: a new authorization replaces the earlier one.
+func (s *Store) PutConnection(ctx context.Context, c Connection) (Connection, error) {
+	rec, err := s.encodeConn(c)
+	if err != nil {
+		return Connection{}, fmt.Errorf("encode connection of %s: %w", c.User, err)
+	}
+	n, err := putScript.Run(ctx, s.rdb, []string{s.connKey(c.User)}, rec).Int64()
+	if err == nil {
+		err = s.rdb.SAdd(ctx, s.usersKey(), c.User).Err()
+	}
+	if err = s.observe("put_connection", err); err != nil {
+		return Connection{}, err
+	}
+	s.publish(ctx, "u:"+c.User)
+	c.Version = n
+	return c, nil
+}
+
+// DeleteConnection removes the user's connection; deleting a missing one is not an error.
+func (s *Store) DeleteConnection(ctx context.Context, user string) error {
+	err := s.rdb.Del(ctx, s.connKey(user)).Err()
+	if err == nil {
+		err = s.rdb.SRem(ctx, s.usersKey(), user).Err()
+	}
+	if err = s.observe("delete_connection", err); err != nil {
+		return err
+	}
+	s.publish(ctx, "u:"+user)
+	return nil
+}
+
+// Connections lists every stored connection, ordered by user. Records that fail to decrypt are
+// listed with their readable fields only and status as stored.
+func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
+	users, err := s.rdb.SMembers(ctx, s.usersKey()).Result()
+	if err != nil {
+		return nil, s.observe("list_connections", err)
+	}
+	slices.Sort(users)
+	out := make([]Connection, 0, len(users))
+	for _, u := range users {
+		c, err := s.Connection(ctx, u)
+		switch {
+		case errors.Is(err, ErrNotConnected):
+			continue
+		case errors.Is(err, ErrStoreUnavailable):
+			return nil, err
+		case err != nil:
+			c = Connection{User: u, Status: "undecryptable"}
+		}
+		out = append(out, c)
+	}
+	return out, s.observe("list_connections", nil)
+}
+
+// CountConnections returns the number of connections by status, for the connections gauge.
+func (s *Store) CountConnections(ctx context.Context) (map[string]int, error) {
+	conns, err := s.Connections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{StatusActive: 0, StatusReauthRequired: 0}
+	for _, c := range conns {
+		counts[c.Status]++
+	}
+	return counts, nil
+}
+
+// Lease is a held refresh lock. Its owner token makes renew and release safe: a replica can
+// never extend or drop a lease that expired and was taken by another.
+type Lease struct {
+	user, owner string
+}
+
+// AcquireLease tries to take the user's refresh lease for ttl; ok is false when another holds it.
+func (s *Store) AcquireLease(ctx context.Context, user string, ttl time.Duration) (lease Lease, ok bool, err error) {
+	owner := randomHex(16)
+	ok, err = s.rdb.SetNX(ctx, s.lockKey(user), owner, ttl).Result()
+	if err = s.observe("acquire_lease", err); err != nil || !ok {
+		return Lease{}, false, err
+	}
+	return Lease{user: user, owner: owner}, true, nil
+}
+
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// RenewLease extends a held lease; it reports false when the lease was lost.
+func (s *Store) RenewLease(ctx context.Context, l Lease, ttl time.Duration) (bool, error) {
+	n, err := renewScript.Run(ctx, s.rdb, []string{s.lockKey(l.user)}, l.owner, ttl.Milliseconds()).Int64()
+	return n == 1, s.observe("renew_lease", err)
+}
+
+// ReleaseLease drops a held lease if it is still ours.
+func (s *Store) ReleaseLease(ctx context.Context, l Lease) error {
+	return s.observe("release_lease", releaseScript.Run(ctx, s.rdb, []string{s.lockKey(l.user)}, l.owner).Err())
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.observe("ping", s.rdb.Ping(ctx).Err())
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("read random: " + err.Error()) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
