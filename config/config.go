@@ -167,6 +167,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	if err := applyEnv(&cfg, getenv); err != nil {
 		return Config{}, err
 	}
+	cfg.Upstream.StripPrefixes = compact(cfg.Upstream.StripPrefixes)
 	cfg.OAuth.Scopes = compact(cfg.OAuth.Scopes)
 	cfg.Security.EncryptionKeys = compact(cfg.Security.EncryptionKeys)
 	cfg.Redis.Addrs = compact(cfg.Redis.Addrs)
@@ -197,7 +198,10 @@ func decode(data []byte, getenv func(string) string, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
-		return decodeError(&doc, err)
+		// Line numbers in err are those of the re-written document.
+		var rewritten yaml.Node
+		_ = yaml.Unmarshal(expanded, &rewritten)
+		return decodeError(&rewritten, err)
 	}
 	return nil
 }
@@ -209,9 +213,13 @@ func expand(n *yaml.Node, getenv func(string) string) {
 			n.Value = varRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 				return getenv(ref[2 : len(ref)-1])
 			})
-			n.Style = yaml.DoubleQuotedStyle
-			if n.Tag == "!!null" || n.Tag == "" {
-				n.Tag = "!!str"
+			// A value that reads as a boolean or a number stays plain so it decodes into its
+			// field; anything else is quoted, so a value can never add structure.
+			n.Style, n.Tag = yaml.DoubleQuotedStyle, "!!str"
+			if _, err := strconv.ParseBool(n.Value); err == nil {
+				n.Style, n.Tag = 0, "!!bool"
+			} else if _, err := strconv.Atoi(n.Value); err == nil {
+				n.Style, n.Tag = 0, "!!int"
 			}
 		}
 	case yaml.MappingNode:

@@ -365,9 +365,6 @@ func TestLoadExpandsUnsetVariableToEmpty(t *testing.T) {
 }
 
 func TestLoadExpandsNonStringFields(t *testing.T) {
-	t.Skip("BUG: config.expand forces every expanded scalar to a double-quoted !!str, so " +
-		"`keep_alive: ${K}` and `max_header_bytes: ${M}` fail to decode (cannot unmarshal !!str into bool/int); " +
-		"see the report")
 	p := mustWriteConfig(t, "oauth:\n  client_id: a\n  client_secret: b\n  keep_alive: ${K}\n"+
 		"security:\n  encryption_keys: [\""+testKey1+"\"]\nserver:\n  max_header_bytes: ${M}\n")
 	cfg := mustLoad(t, p, map[string]string{"K": "false", "M": "2048"})
@@ -413,8 +410,6 @@ func TestLoadEnvOverrides(t *testing.T) {
 			env:  map[string]string{"ACADEMY_GATEWAY_UPSTREAM_STRIP_PREFIXES": "/a, /b/c,"},
 			get:  func(c config.Config) any { return c.Upstream.StripPrefixes },
 			want: []string{"/a", "/b/c"},
-			skip: "BUG: Load compacts (trims, drops empty entries of) scopes, encryption_keys and addrs but not " +
-				"strip_prefixes, so \"/a, /b/c\" fails validation on \" /b/c\"; see the report",
 		},
 		{
 			name: "list of keys",
@@ -566,8 +561,6 @@ func TestLoadFileErrors(t *testing.T) {
 // TestLoadErrorKeyWithBlankLines checks that the offending key is found in a file laid out
 // the way people write them: blank lines between sections, comments on their own lines.
 func TestLoadErrorKeyWithBlankLines(t *testing.T) {
-	t.Skip("BUG: config.decode reports the line numbers of its re-marshalled document, which drops " +
-		"blank lines, and keyAt looks them up in the original one: Key is empty (or names another key); see the report")
 	tests := []struct {
 		name    string
 		content string

@@ -32,7 +32,7 @@ func requiredScope(method, path string) (scope string, ok bool) {
 
 // cleanPath reports whether an escaped request path is one the gateway will check and forward
 // byte for byte: absolute, with no dot or empty segments (a trailing slash is allowed), no
-// backslash or control characters, and no percent-encoded '/', '\', '.' or NUL that an upstream
+// backslash or control characters, no malformed escapes, and no percent-encoded '/', '\', '.' or NUL that an upstream
 // might decode into a different path than the one whose scope was checked.
 func cleanPath(p string) bool {
 	if p == "" || p[0] != '/' {
@@ -43,7 +43,7 @@ func cleanPath(p string) bool {
 		case c == '\\' || c < 0x20 || c == 0x7f:
 			return false
 		case c == '%':
-			if i+2 >= len(p) {
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
 				return false
 			}
 			switch strings.ToLower(p[i+1 : i+3]) {
@@ -75,4 +75,8 @@ func stripPrefix(p string, prefixes []string) string {
 		}
 	}
 	return p
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

@@ -203,7 +203,7 @@ func keepForReplay(r *http.Request, x *exchange) error {
 	return nil
 }
 
-// overrideHeaders could make an upstream act on another method than the one whose scope was
+// overrideHeaders (canonical forms) could make an upstream act on another method than the one whose scope was
 // checked; spoofable URL headers could make it act on another path. None is ever forwarded.
 var overrideHeaders = []string{
 	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
@@ -217,7 +217,7 @@ var overrideHeaders = []string{
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	x := exchangeFrom(pr.In.Context())
 	for _, name := range overrideHeaders {
-		pr.Out.Header.Del(name)
+		delete(pr.Out.Header, name) // canonical already: skips Del's re-canonicalization
 	}
 	u := h.opts.Upstream
 	raw := h.base + x.path
@@ -226,8 +226,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Path, pr.Out.URL.RawPath = path, raw
 	pr.Out.Host = ""
 	pr.SetXForwarded()
-	pr.Out.Header.Set("X-Request-Id", x.requestID)
-	pr.Out.Header.Set("Authorization", "Bearer "+x.conn.AccessToken)
+	pr.Out.Header["X-Request-Id"] = []string{x.requestID}
+	pr.Out.Header["Authorization"] = []string{"Bearer " + x.conn.AccessToken}
 }
 
 // proxyError is the ReverseProxy's ErrorHandler: transport failures and errors of the replay

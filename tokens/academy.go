@@ -54,7 +54,7 @@ type AcademyConfig struct {
 	InfoURL, InvalidateURL string
 	// Unit is what one unit of expires_in lasts: a minute at the Academy.
 	Unit time.Duration
-	// Retries is how many times a failed call is tried again; zero: 2.
+	// Retries is how many times a failed call is tried again; zero: 2, negative: never.
 	Retries int
 	// Backoff is the wait before the first retry, doubled each time; zero: 100ms.
 	Backoff time.Duration
@@ -75,6 +75,7 @@ func NewAcademy(hc *http.Client, cfg AcademyConfig) *Academy {
 	if cfg.Retries == 0 {
 		cfg.Retries = 2
 	}
+	cfg.Retries = max(cfg.Retries, 0)
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 100 * time.Millisecond
 	}

@@ -38,10 +38,16 @@ func keyChecksum(body string) string {
 }
 
 // WellFormed reports whether key could be a valid key: an issued key (with KeyPrefix) must carry
-// a matching checksum; any other non-empty printable key may be a registered legacy key.
+// a matching checksum; any other key of 1–512 printable ASCII characters may be a registered
+// legacy key.
 func WellFormed(key string) bool {
 	if key == "" || len(key) > 512 {
 		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return false
+		}
 	}
 	body, ok := strings.CutPrefix(key, KeyPrefix)
 	if !ok {

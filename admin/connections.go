@@ -1,0 +1,115 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"go.uber.org/zap"
+
+	"github.com/academy-gateway/academy-gateway/tokens"
+)
+
+// statusUndecryptable is the status tokens.Store.Connections lists a record under when it does
+// not decrypt (wrong or removed encryption key, or tampering).
+const statusUndecryptable = "undecryptable"
+
+// connectionJSON is the external form of a connection (SPEC §5), field for field the one of
+// `academy-gateway connections list --json`: never a token.
+type connectionJSON struct {
+	User             string    `json:"user"`
+	Status           string    `json:"status"`
+	Scopes           []string  `json:"scopes"`
+	AcademyUser      string    `json:"academy_user"`
+	AccessExpiresAt  time.Time `json:"access_expires_at"`
+	RefreshExpiresAt time.Time `json:"refresh_expires_at,omitzero"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+func toConnectionJSON(c tokens.Connection) connectionJSON {
+	return connectionJSON{User: c.User, Status: c.Status, Scopes: orEmpty(c.Scopes), AcademyUser: c.AcademyUser,
+		AccessExpiresAt: c.AccessExpiresAt.UTC(), RefreshExpiresAt: c.RefreshExpiresAt.UTC(), UpdatedAt: c.UpdatedAt.UTC()}
+}
+
+// authorizeJSON answers POST /admin/connections/{user}/authorize.
+type authorizeJSON struct {
+	AuthorizeURL string    `json:"authorize_url"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// userVar returns the {user} of the path, or a 400 when it cannot name a user.
+func userVar(r *http.Request) (string, error) {
+	user := mux.Vars(r)["user"]
+	if !tokens.ValidUser(user) {
+		return "", badRequest("The user in the path must be 1-128 letters, digits or ._@+-.", fmt.Errorf("user %q", user))
+	}
+	return user, nil
+}
+
+// authorize handles POST /admin/connections/{user}/authorize: a single-use onboarding link.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
+	user, err := userVar(r)
+	if err != nil {
+		return err
+	}
+	link, expiresAt, err := h.auth.Authorize(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	// The link is a bearer credential until used: log that it was issued, never the link.
+	h.log.Info("onboarding link issued", zap.String("user", user), zap.Time("expires_at", expiresAt))
+	writeJSON(w, http.StatusOK, authorizeJSON{AuthorizeURL: link, ExpiresAt: expiresAt.UTC()})
+	return nil
+}
+
+// listConnections handles GET /admin/connections.
+func (h *Handler) listConnections(w http.ResponseWriter, r *http.Request) error {
+	conns, err := h.store.Connections(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]connectionJSON, len(conns))
+	for i, c := range conns {
+		out[i] = toConnectionJSON(c)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Connections []connectionJSON `json:"connections"`
+	}{out})
+	return nil
+}
+
+// showConnection handles GET /admin/connections/{user}.
+func (h *Handler) showConnection(w http.ResponseWriter, r *http.Request) error {
+	user, err := userVar(r)
+	if err != nil {
+		return err
+	}
+	c, err := h.store.Connection(r.Context(), user)
+	if errors.Is(err, tokens.ErrDecrypt) {
+		// Shown as the list shows it (tokens.Store.Connections), so it can be found and revoked.
+		h.log.Warn("connection record does not decrypt", zap.String("user", user), zap.Error(err))
+		c, err = tokens.Connection{User: user, Status: statusUndecryptable}, nil
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toConnectionJSON(c))
+	return nil
+}
+
+// revokeConnection handles DELETE /admin/connections/{user}: the grant is invalidated at the
+// Academy and the tokens deleted on every replica.
+func (h *Handler) revokeConnection(w http.ResponseWriter, r *http.Request) error {
+	user, err := userVar(r)
+	if err != nil {
+		return err
+	}
+	if err := h.revoker.Revoke(r.Context(), user); err != nil {
+		return err
+	}
+	h.log.Info("connection revoked", zap.String("user", user))
+	noContent(w)
+	return nil
+}
