@@ -116,8 +116,16 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.CacheLookups, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Series exist from the start, so rate() and increase() count the first event after a restart.
 	for _, s := range []string{"active", "reauth_required"} {
 		m.Connections.WithLabelValues(s)
 	}
+	for _, t := range []string{TriggerProactive, TriggerReactive, TriggerKeepAlive} {
+		for _, r := range []string{ResultSuccess, ResultInvalidGrant, ResultError} {
+			m.TokenRefreshes.WithLabelValues(t, r)
+		}
+	}
+	m.CacheLookups.WithLabelValues("hit")
+	m.CacheLookups.WithLabelValues("miss")
 	return m
 }
