@@ -21,7 +21,7 @@ var (
 func (h *Handler) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h.checkToken(r.Header.Values("Authorization")); err != nil {
-			h.fail(w, r, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+			h.fail(w, r, &httpError{Status: http.StatusUnauthorized, Code: codeUnauthorized,
 				Message: "This admin API needs the header Authorization: Bearer <admin token>.", Err: err})
 			return
 		}

@@ -16,9 +16,9 @@ import (
 // not decrypt (wrong or removed encryption key, or tampering).
 const statusUndecryptable = "undecryptable"
 
-// connectionJSON is the external form of a connection (SPEC §5), field for field the one of
-// `academy-gateway connections list --json`: never a token.
-type connectionJSON struct {
+// ConnectionJSON is the external form of a connection (SPEC §5), shared by the admin API and
+// `academy-gateway connections … --json`: never a token.
+type ConnectionJSON struct {
 	User             string    `json:"user"`
 	Status           string    `json:"status"`
 	Scopes           []string  `json:"scopes"`
@@ -28,8 +28,9 @@ type connectionJSON struct {
 	UpdatedAt        time.Time `json:"updated_at"`
 }
 
-func toConnectionJSON(c tokens.Connection) connectionJSON {
-	return connectionJSON{User: c.User, Status: c.Status, Scopes: orEmpty(c.Scopes), AcademyUser: c.AcademyUser,
+// ToConnectionJSON returns the external form of c.
+func ToConnectionJSON(c tokens.Connection) ConnectionJSON {
+	return ConnectionJSON{User: c.User, Status: c.Status, Scopes: orEmpty(c.Scopes), AcademyUser: c.AcademyUser,
 		AccessExpiresAt: c.AccessExpiresAt.UTC(), RefreshExpiresAt: c.RefreshExpiresAt.UTC(), UpdatedAt: c.UpdatedAt.UTC()}
 }
 
@@ -70,12 +71,12 @@ func (h *Handler) listConnections(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	out := make([]connectionJSON, len(conns))
+	out := make([]ConnectionJSON, len(conns))
 	for i, c := range conns {
-		out[i] = toConnectionJSON(c)
+		out[i] = ToConnectionJSON(c)
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Connections []connectionJSON `json:"connections"`
+		Connections []ConnectionJSON `json:"connections"`
 	}{out})
 	return nil
 }
@@ -95,7 +96,7 @@ func (h *Handler) showConnection(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toConnectionJSON(c))
+	writeJSON(w, http.StatusOK, ToConnectionJSON(c))
 	return nil
 }
 

@@ -14,9 +14,9 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// Error is a failure with the status, code and safe message the caller sees. Err, the cause,
-// goes only to the log.
-type Error struct {
+// httpError is a failure with the status, code and safe message the caller sees. Err, the
+// cause, goes only to the log.
+type httpError struct {
 	Status  int
 	Code    string
 	Message string
@@ -25,24 +25,24 @@ type Error struct {
 	Allow []string
 }
 
-func (e *Error) Error() string {
+func (e *httpError) Error() string {
 	if e.Err != nil {
 		return e.Code + ": " + e.Message + ": " + e.Err.Error()
 	}
 	return e.Code + ": " + e.Message
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+func (e *httpError) Unwrap() error { return e.Err }
 
 // Error codes of the admin API (docs/admin-api.yaml, ErrorCode).
 const (
-	CodeUnauthorized          = "unauthorized"
-	CodeBadRequest            = "bad_request"
-	CodeNotFound              = "not_found"
-	CodeConflict              = "conflict"
-	CodeMethodNotAllowed      = "method_not_allowed"
-	CodeTokenStoreUnavailable = "token_store_unavailable"
-	CodeInternal              = "internal"
+	codeUnauthorized          = "unauthorized"
+	codeBadRequest            = "bad_request"
+	codeNotFound              = "not_found"
+	codeConflict              = "conflict"
+	codeMethodNotAllowed      = "method_not_allowed"
+	codeTokenStoreUnavailable = "token_store_unavailable"
+	codeInternal              = "internal"
 )
 
 // statusClientClosed is logged (never sent) when the caller went away first.
@@ -51,12 +51,12 @@ const statusClientClosed = 499
 // errDisabled is the logged cause of every answer of a disabled admin API.
 var errDisabled = errors.New("admin API disabled: no admin token configured")
 
-func badRequest(msg string, err error) *Error {
-	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: msg, Err: err}
+func badRequest(msg string, err error) *httpError {
+	return &httpError{Status: http.StatusBadRequest, Code: codeBadRequest, Message: msg, Err: err}
 }
 
-func notFound(msg string, err error) *Error {
-	return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: msg, Err: err}
+func notFound(msg string, err error) *httpError {
+	return &httpError{Status: http.StatusNotFound, Code: codeNotFound, Message: msg, Err: err}
 }
 
 // candidateMethods are the methods a 405's Allow header may list.
@@ -65,7 +65,7 @@ var candidateMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost
 
 // methodNotAllowed answers a known path asked with a method it does not serve, listing the
 // methods it does.
-func methodNotAllowed(router *mux.Router, r *http.Request) *Error {
+func methodNotAllowed(router *mux.Router, r *http.Request) *httpError {
 	var allow []string
 	for _, m := range candidateMethods {
 		probe := r.Clone(r.Context())
@@ -75,32 +75,32 @@ func methodNotAllowed(router *mux.Router, r *http.Request) *Error {
 			allow = append(allow, m)
 		}
 	}
-	return &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed, Allow: allow,
+	return &httpError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed, Allow: allow,
 		Message: "This path does not serve " + r.Method + "; see the Allow header."}
 }
 
-// classify maps any error of a handler to the Error the caller sees. It is the one place that
+// classify maps any error of a handler to the httpError the caller sees. It is the one place that
 // decides status codes.
-func classify(err error) *Error {
-	var e *Error
+func classify(err error) *httpError {
+	var e *httpError
 	switch {
 	case errors.As(err, &e):
 		return e
 	case errors.Is(err, tokens.ErrStoreUnavailable):
-		return &Error{Status: http.StatusServiceUnavailable, Code: CodeTokenStoreUnavailable,
+		return &httpError{Status: http.StatusServiceUnavailable, Code: codeTokenStoreUnavailable,
 			Message: "The token store is unavailable; try again shortly.", Err: err}
 	case errors.Is(err, tokens.ErrNotConnected):
 		return notFound("This user has no connection.", err)
 	case errors.Is(err, tokens.ErrNotFound):
 		return notFound("No API key has this id.", err)
 	case errors.Is(err, tokens.ErrKeyExists):
-		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "This API key is already registered.", Err: err}
+		return &httpError{Status: http.StatusConflict, Code: codeConflict, Message: "This API key is already registered.", Err: err}
 	case errors.Is(err, tokens.ErrMalformedKey):
 		return badRequest(`"key" is not a usable API key: empty, over 512 bytes, or an agw_ key whose checksum does not match.`, err)
 	case errors.Is(err, context.Canceled):
-		return &Error{Status: statusClientClosed, Code: "client_closed", Message: "The client closed the request.", Err: err}
+		return &httpError{Status: statusClientClosed, Code: "client_closed", Message: "The client closed the request.", Err: err}
 	default:
-		return &Error{Status: http.StatusInternalServerError, Code: CodeInternal,
+		return &httpError{Status: http.StatusInternalServerError, Code: codeInternal,
 			Message: "The request failed on the gateway; the details are in its log.", Err: err}
 	}
 }
@@ -136,11 +136,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	hdr := w.Header()
 	switch e.Code {
-	case CodeUnauthorized:
+	case codeUnauthorized:
 		hdr.Set("WWW-Authenticate", `Bearer realm="academy-gateway-admin"`)
-	case CodeMethodNotAllowed:
+	case codeMethodNotAllowed:
 		hdr.Set("Allow", strings.Join(e.Allow, ", "))
-	case CodeTokenStoreUnavailable:
+	case codeTokenStoreUnavailable:
 		hdr.Set("Retry-After", "1")
 	}
 	writeJSON(w, e.Status, errorBody{errorDetail{Code: e.Code, Message: e.Message}})

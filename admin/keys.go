@@ -35,8 +35,9 @@ type createKeyRequest struct {
 	Key string `json:"key"`
 }
 
-// createdKeyJSON answers POST /admin/keys: the only answer that ever carries the key.
-type createdKeyJSON struct {
+// CreatedKeyJSON answers POST /admin/keys (and `keys create --json`): the only answer that
+// ever carries the key.
+type CreatedKeyJSON struct {
 	ID        string    `json:"id"`
 	Key       string    `json:"key"`
 	User      string    `json:"user"`
@@ -45,8 +46,8 @@ type createdKeyJSON struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// keyJSON is a listed key: never the key or its hash.
-type keyJSON struct {
+// KeyJSON is a listed key, in the admin API and `keys list --json`: never the key or its hash.
+type KeyJSON struct {
 	ID         string    `json:"id"`
 	User       string    `json:"user"`
 	Scopes     []string  `json:"scopes"`
@@ -55,8 +56,9 @@ type keyJSON struct {
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 }
 
-func toKeyJSON(k tokens.APIKey) keyJSON {
-	return keyJSON{ID: k.ID, User: k.User, Scopes: orEmpty(k.Scopes), Name: k.Name,
+// ToKeyJSON returns the external form of k.
+func ToKeyJSON(k tokens.APIKey) KeyJSON {
+	return KeyJSON{ID: k.ID, User: k.User, Scopes: orEmpty(k.Scopes), Name: k.Name,
 		CreatedAt: k.CreatedAt.UTC(), LastUsedAt: k.LastUsedAt.UTC()}
 }
 
@@ -79,7 +81,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.log.Info("api key created", zap.String("id", k.ID), zap.String("user", k.User),
 		zap.Strings("scopes", k.Scopes), zap.Bool("registered_existing", req.Key != ""))
-	writeJSON(w, http.StatusCreated, createdKeyJSON{ID: k.ID, Key: key, User: k.User,
+	writeJSON(w, http.StatusCreated, CreatedKeyJSON{ID: k.ID, Key: key, User: k.User,
 		Scopes: orEmpty(k.Scopes), Name: k.Name, CreatedAt: k.CreatedAt.UTC()})
 	return nil
 }
@@ -108,12 +110,12 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]keyJSON, len(keys))
+	out := make([]KeyJSON, len(keys))
 	for i, k := range keys {
-		out[i] = toKeyJSON(k)
+		out[i] = ToKeyJSON(k)
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Keys []keyJSON `json:"keys"`
+		Keys []KeyJSON `json:"keys"`
 	}{out})
 	return nil
 }

@@ -141,7 +141,7 @@ func (s *Store) DeleteKey(ctx context.Context, id string) (APIKey, error) {
 
 // touchScript records a last-use time only on a key that still exists (a revoked key must not
 // come back as an empty record).
-var touchScript = `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'used', ARGV[1]) end`
+var touchScript = `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'used', ARGV[1]) end return 1`
 
 // TouchKeys records last-use times, one write per key, pipelined.
 func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error {

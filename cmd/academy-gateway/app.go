@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/academy-gateway/academy-gateway/admin"
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
@@ -28,8 +29,12 @@ import (
 
 // The proxy depends on the manager only through its own narrow interfaces.
 var (
-	_ proxy.Tokens  = (*tokens.Manager)(nil)
-	_ onboard.Store = (*tokens.Store)(nil)
+	_ proxy.Tokens     = (*tokens.Manager)(nil)
+	_ onboard.Store    = (*tokens.Store)(nil)
+	_ onboard.Academy  = (*tokens.Academy)(nil)
+	_ admin.Store      = (*tokens.Store)(nil)
+	_ admin.Revoker    = (*tokens.Manager)(nil)
+	_ admin.Authorizer = (*onboard.Service)(nil)
 )
 
 // app is the gateway wired from one configuration, in dependency order.
@@ -44,16 +49,20 @@ type app struct {
 	mgr     *tokens.Manager
 	onboard *onboard.Service
 	closers []func()
+	// watching is closed once the cache-invalidation subscription is live.
+	watching chan struct{}
 }
 
 // appOptions are what tests and demo change beyond the configuration.
 type appOptions struct {
 	// managerInterval overrides the period of background token work (zero: 30s).
 	managerInterval time.Duration
+	// cacheTTL overrides how long cached keys and connections are served (zero: 1s).
+	cacheTTL time.Duration
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
 	v, _ := buildVersion()
 	a.m = metrics.New(a.reg, v)
 
@@ -84,6 +93,7 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		RefreshTimeout: cfg.Upstream.Timeout.D(),
 		KeepAlive:      cfg.OAuth.KeepAlive,
 		Interval:       opts.managerInterval,
+		CacheTTL:       opts.cacheTTL,
 		Logger:         log.Named("tokens"),
 	})
 	redirect, _ := url.Parse(cfg.OAuth.RedirectURL) // validated by config
@@ -162,6 +172,8 @@ func (a *app) opsHandler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	r.Path("/readyz").Methods(http.MethodGet).HandlerFunc(a.ready)
+	r.PathPrefix("/admin/").Handler(admin.New(a.store, a.mgr, a.onboard,
+		admin.Options{Token: a.cfg.Security.AdminToken, Logger: a.log.Named("admin")}))
 	return r
 }
 
@@ -198,7 +210,8 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	mctx, stopManager := context.WithCancel(ctx)
 	var background sync.WaitGroup
 	background.Go(func() { a.mgr.Run(mctx) })
-	background.Go(func() { a.mgr.Watch(mctx, nil) })
+	var once sync.Once
+	background.Go(func() { a.mgr.Watch(mctx, func() { once.Do(func() { close(a.watching) }) }) })
 	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
 		zap.String("upstream", a.cfg.Upstream.BaseURL))
 

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/academy-gateway/academy-gateway/admin"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -57,7 +58,8 @@ func (e env) keys(ctx context.Context, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return writeJSON(e.stdout, keyJSON{APIKey: k, Key: key})
+			return writeJSON(e.stdout, admin.CreatedKeyJSON{ID: k.ID, Key: key, User: k.User,
+				Scopes: k.Scopes, Name: k.Name, CreatedAt: k.CreatedAt})
 		}
 		fmt.Fprintf(e.stdout, "created key %s for %s (scopes: %s)\n%s\nThe key is shown only now; it is stored as a hash.\n",
 			k.ID, k.User, scopeText(k.Scopes), key)
@@ -77,7 +79,11 @@ func (e env) keys(ctx context.Context, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return writeJSON(e.stdout, map[string]any{"keys": keys})
+			out := make([]admin.KeyJSON, len(keys))
+			for i, k := range keys {
+				out[i] = admin.ToKeyJSON(k)
+			}
+			return writeJSON(e.stdout, map[string]any{"keys": out})
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tUSER\tSCOPES\tNAME\tCREATED\tLAST USED")
@@ -109,12 +115,6 @@ func (e env) keys(ctx context.Context, args []string) error {
 		return nil
 	}
 	return usagef("keys: unknown subcommand %q (want create, list or revoke)", args[0])
-}
-
-// keyJSON is a created key: the record plus the key itself, shown once.
-type keyJSON struct {
-	tokens.APIKey
-	Key string `json:"key"`
 }
 
 // parseScopes reads a --scopes list: read, write and delete only.
@@ -173,9 +173,9 @@ func (e env) connections(ctx context.Context, args []string) error {
 			return err
 		}
 		if *asJSON {
-			out := make([]connectionJSON, len(conns))
+			out := make([]admin.ConnectionJSON, len(conns))
 			for i, c := range conns {
-				out[i] = toConnectionJSON(c)
+				out[i] = admin.ToConnectionJSON(c)
 			}
 			return writeJSON(e.stdout, map[string]any{"connections": out})
 		}
@@ -189,7 +189,7 @@ func (e env) connections(ctx context.Context, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return writeJSON(e.stdout, toConnectionJSON(c))
+			return writeJSON(e.stdout, admin.ToConnectionJSON(c))
 		}
 		return printConnections(e.stdout, []tokens.Connection{c})
 	case "revoke":
@@ -200,22 +200,6 @@ func (e env) connections(ctx context.Context, args []string) error {
 		return nil
 	}
 	return usagef("connections: unknown subcommand %q (want authorize, list, show or revoke)", args[0])
-}
-
-// connectionJSON is the external form of a connection (SPEC §5): never a token.
-type connectionJSON struct {
-	User             string    `json:"user"`
-	Status           string    `json:"status"`
-	Scopes           []string  `json:"scopes"`
-	AcademyUser      string    `json:"academy_user"`
-	AccessExpiresAt  time.Time `json:"access_expires_at"`
-	RefreshExpiresAt time.Time `json:"refresh_expires_at,omitzero"`
-	UpdatedAt        time.Time `json:"updated_at"`
-}
-
-func toConnectionJSON(c tokens.Connection) connectionJSON {
-	return connectionJSON{User: c.User, Status: c.Status, Scopes: c.Scopes, AcademyUser: c.AcademyUser,
-		AccessExpiresAt: c.AccessExpiresAt.UTC(), RefreshExpiresAt: c.RefreshExpiresAt.UTC(), UpdatedAt: c.UpdatedAt.UTC()}
 }
 
 func printConnections(w io.Writer, conns []tokens.Connection) error {
@@ -231,6 +215,7 @@ func printConnections(w io.Writer, conns []tokens.Connection) error {
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 

@@ -73,6 +73,11 @@ func newStack(t *testing.T, minute time.Duration) *stack {
 // start runs one gateway replica on free loopback ports until the test ends. The first replica's
 // proxy address becomes the OAuth2 redirect URL of all.
 func (s *stack) start(mutate func(*config.Config)) *replica {
+	return s.startWith(mutate, appOptions{managerInterval: time.Hour})
+}
+
+// startWith is start with explicit app options.
+func (s *stack) startWith(mutate func(*config.Config), opts appOptions) *replica {
 	t := s.t
 	t.Helper()
 	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -95,7 +100,7 @@ func (s *stack) start(mutate func(*config.Config)) *replica {
 		t.Fatalf("stack config: %v", err)
 	}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(s.logs), zap.DebugLevel))
-	r.app, err = newApp(cfg, log, appOptions{managerInterval: time.Hour})
+	r.app, err = newApp(cfg, log, opts)
 	if err != nil {
 		t.Fatalf("new app: %v", err)
 	}
@@ -109,6 +114,11 @@ func (s *stack) start(mutate func(*config.Config)) *replica {
 		}
 		r.app.Close()
 	})
+	select { // revocations are only seen once the replica listens for them
+	case <-r.app.watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("replica did not subscribe to invalidations within 10 s")
+	}
 	return r
 }
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GATEWAY_CMD for the shared reverse-proxy bench harness (shared/bench/run.sh): runs
+# academy-gateway in front of the harness upstream with one user connected through the real
+# OAuth2 flow (against the built-in simulator) and the harness key "k1" registered as a legacy
+# key. Redis and the simulator run as children of this script, so the harness counts their (idle)
+# CPU too. Everything listens on 127.0.0.1 and stops with this script.
+#
+#   GATEWAY_NAME=academy-gateway GATEWAY_CMD='exec bench/gateway.sh' shared/bench/run.sh
+#
+# Needs: redis-server, curl, and LISTEN_ADDR / UPSTREAM_URL from the harness. LOG_LEVEL (default
+# info) sets the gateway's log level; access lines go to /dev/null.
+set -euo pipefail
+: "${LISTEN_ADDR:?set by the harness}" "${UPSTREAM_URL:?set by the harness}"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d -t agwbench.XXXXXX)
+BIN=$WORK/academy-gateway
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'exit 0' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+(cd "$ROOT" && go build -o "$BIN" ./cmd/academy-gateway)
+
+REDIS_PORT=$(free_port); SIM_PORT=$(free_port); OPS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK" >/dev/null &
+pids+=($!)
+"$BIN" sim --listen "127.0.0.1:$SIM_PORT" >/dev/null &
+pids+=($!)
+SIM=http://127.0.0.1:$SIM_PORT
+
+cat >"$WORK/config.yaml" <<YAML
+listen: {proxy: "$LISTEN_ADDR", ops: "127.0.0.1:$OPS_PORT"}
+upstream: {base_url: "$UPSTREAM_URL", strip_prefixes: ["/api/v1"]}
+oauth:
+  client_id: academy-demo-client
+  client_secret: academy-demo-secret
+  authorize_url: $SIM/authorize
+  token_url: $SIM/token
+  refresh_url: $SIM/refresh
+  invalidate_url: $SIM/invalidate
+  redirect_url: http://$LISTEN_ADDR/oauth/callback
+redis: {url: "redis://127.0.0.1:$REDIS_PORT/0"}
+security: {encryption_keys: ["$(head -c 32 /dev/urandom | base64)"]}
+log: {level: ${LOG_LEVEL:-info}}
+YAML
+export ACADEMY_GATEWAY_CONFIG=$WORK/config.yaml
+
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN" serve 2>/dev/null &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+# The harness key k1 becomes a legacy key of user "bench", connected through the real flow.
+"$BIN" keys create --user bench --key k1 >/dev/null
+link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": "\(.*\)".*/\1/p')
+consent=$(curl -fs -c "$WORK/jar" -o /dev/null -w '%{redirect_url}' "$link")
+curl -fsL -b "$WORK/jar" -o /dev/null "$consent&sim_user=john"
+wait "${pids[2]}"
