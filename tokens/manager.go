@@ -391,7 +391,8 @@ func (mg *Manager) Revoke(ctx context.Context, user string) error {
 	if errors.Is(err, ErrNotConnected) || errors.Is(err, ErrStoreUnavailable) {
 		return fmt.Errorf("revoke %s: %w", user, err)
 	}
-	if err == nil && c.Status == StatusActive {
+	// A connection marked reauth_required may still hold a live access token: invalidate it too.
+	if err == nil && mg.opts.Now().Before(c.AccessExpiresAt) {
 		if err := mg.academy.Invalidate(ctx, c.AccessToken); err != nil {
 			mg.log.Warn("academy invalidate failed; deleting the tokens anyway", zap.String("user", user), zap.Error(err))
 		}

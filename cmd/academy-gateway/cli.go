@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,8 +28,8 @@ func (e env) openForCLI(path string) (*app, error) {
 }
 
 func (e env) keys(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usagef("keys: want create, list or revoke")
+	if len(args) == 0 || !slices.Contains([]string{"create", "list", "revoke"}, args[0]) {
+		return usagef("keys: unknown subcommand %q: want create, list or revoke first (flags follow the subcommand)", first(args))
 	}
 	fs, path := e.newFlags("keys " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -114,7 +115,7 @@ func (e env) keys(ctx context.Context, args []string) error {
 		fmt.Fprintf(e.stdout, "revoked key %s of %s\n", k.ID, k.User)
 		return nil
 	}
-	return usagef("keys: unknown subcommand %q (want create, list or revoke)", args[0])
+	panic("unreachable: subcommand checked above")
 }
 
 // parseScopes reads a --scopes list: read, write and delete only.
@@ -135,8 +136,8 @@ func parseScopes(s string) ([]string, error) {
 }
 
 func (e env) connections(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usagef("connections: want authorize, list, show or revoke")
+	if len(args) == 0 || !slices.Contains([]string{"authorize", "list", "show", "revoke"}, args[0]) {
+		return usagef("connections: unknown subcommand %q: want authorize, list, show or revoke first (flags follow the subcommand)", first(args))
 	}
 	fs, path := e.newFlags("connections " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -199,7 +200,7 @@ func (e env) connections(ctx context.Context, args []string) error {
 		fmt.Fprintf(e.stdout, "revoked the connection of %s\n", pos[0])
 		return nil
 	}
-	return usagef("connections: unknown subcommand %q (want authorize, list, show or revoke)", args[0])
+	panic("unreachable: subcommand checked above")
 }
 
 func printConnections(w io.Writer, conns []tokens.Connection) error {
@@ -231,4 +232,11 @@ func timeText(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+func first(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
 }
