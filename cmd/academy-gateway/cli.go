@@ -28,8 +28,8 @@ func (e env) openForCLI(path string) (*app, error) {
 }
 
 func (e env) keys(ctx context.Context, args []string) error {
-	if len(args) == 0 || !slices.Contains([]string{"create", "list", "revoke"}, args[0]) {
-		return usagef("keys: unknown subcommand %q: want create, list or revoke first (flags follow the subcommand)", first(args))
+	if err := checkSubcommand("keys", args, "create", "list", "revoke"); err != nil {
+		return err
 	}
 	fs, path := e.newFlags("keys " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -136,8 +136,8 @@ func parseScopes(s string) ([]string, error) {
 }
 
 func (e env) connections(ctx context.Context, args []string) error {
-	if len(args) == 0 || !slices.Contains([]string{"authorize", "list", "show", "revoke"}, args[0]) {
-		return usagef("connections: unknown subcommand %q: want authorize, list, show or revoke first (flags follow the subcommand)", first(args))
+	if err := checkSubcommand("connections", args, "authorize", "list", "show", "revoke"); err != nil {
+		return err
 	}
 	fs, path := e.newFlags("connections " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -234,9 +234,14 @@ func timeText(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-func first(args []string) string {
+// checkSubcommand refuses a missing or unknown subcommand before anything is loaded.
+func checkSubcommand(cmd string, args []string, subs ...string) error {
+	want := strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
 	if len(args) == 0 {
-		return ""
+		return usagef("%s: want %s", cmd, want)
 	}
-	return args[0]
+	if !slices.Contains(subs, args[0]) {
+		return usagef("%s: unknown subcommand %q (want %s; flags follow the subcommand)", cmd, args[0], want)
+	}
+	return nil
 }
