@@ -79,16 +79,24 @@ type Manager struct {
 
 	usedMu sync.Mutex
 	used   map[string]time.Time // key id → last use not yet written to Redis
+
+	failMu sync.Mutex
+	failed map[string]time.Time // user → when a proactive refresh last failed
 }
+
+// proactiveBackoff is how long a user's still-valid token is used as is after a proactive
+// refresh failed, so an unreachable Academy or Redis is not asked again on every request.
+const proactiveBackoff = 2 * time.Second
 
 // NewManager returns a Manager over store and academy.
 func NewManager(store *Store, academy *Academy, m *metrics.Metrics, opts ManagerOptions) *Manager {
 	opts = opts.withDefaults()
 	return &Manager{
 		store: store, academy: academy, m: m, opts: opts, log: opts.Logger,
-		keys:  newCache[APIKey](opts.CacheTTL, opts.CacheSize),
-		conns: newCache[Connection](opts.CacheTTL, opts.CacheSize),
-		used:  make(map[string]time.Time),
+		keys:   newCache[APIKey](opts.CacheTTL, opts.CacheSize),
+		conns:  newCache[Connection](opts.CacheTTL, opts.CacheSize),
+		used:   make(map[string]time.Time),
+		failed: make(map[string]time.Time),
 	}
 }
 
@@ -166,14 +174,27 @@ func (mg *Manager) Token(ctx context.Context, c Connection) (_ Connection, refre
 	if !c.needsRefresh(now, mg.opts.RefreshBefore) {
 		return c, false, nil
 	}
+	valid := now.Before(c.AccessExpiresAt)
+	mg.failMu.Lock()
+	backingOff := now.Sub(mg.failed[c.User]) < proactiveBackoff
+	mg.failMu.Unlock()
+	if valid && backingOff {
+		return c, false, nil
+	}
 	fresh, err := mg.refresh(ctx, c, metrics.TriggerProactive)
 	if err != nil {
-		if !errors.Is(err, ErrReauthRequired) && now.Before(c.AccessExpiresAt) {
+		if !errors.Is(err, ErrReauthRequired) && valid {
+			mg.failMu.Lock()
+			mg.failed[c.User] = now
+			mg.failMu.Unlock()
 			mg.log.Warn("proactive refresh failed; using the current token", zap.String("user", c.User), zap.Error(err))
 			return c, false, nil
 		}
 		return Connection{}, false, err
 	}
+	mg.failMu.Lock()
+	delete(mg.failed, c.User)
+	mg.failMu.Unlock()
 	return fresh, fresh.AccessToken != c.AccessToken, nil
 }
 

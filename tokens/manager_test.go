@@ -34,6 +34,8 @@ type rotatingAcademy struct {
 	delay     time.Duration
 	onRefresh func() // called inside a refresh, before answering
 	reject    bool   // answer every refresh with 400
+	down      bool   // answer every refresh with 503
+	calls     int    // every refresh request
 }
 
 func newRotatingAcademy(t *testing.T) *rotatingAcademy {
@@ -61,6 +63,14 @@ func (f *rotatingAcademy) serve(w http.ResponseWriter, r *http.Request) {
 	var body map[string]string
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body["grant_type"] != "refresh_token" {
 		http.Error(w, `{"error":{"message":"bad body"}}`, http.StatusBadRequest)
+		return
+	}
+	f.mu.Lock()
+	f.calls++
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
 	time.Sleep(f.delay) // widens the race window the test wants to exercise
@@ -429,5 +439,43 @@ func TestTickets(t *testing.T) {
 	}
 	if _, err := a.store.ConsumeState(ctx, "unknown"); !errors.Is(err, tokens.ErrTicketInvalid) {
 		t.Fatalf("unknown state = %v, want ErrTicketInvalid", err)
+	}
+}
+
+// TestProactiveRefreshBacksOff: with the Academy down, a user whose token is still valid keeps
+// being served with it, and the Academy is asked again only after a pause, not on every request.
+func TestProactiveRefreshBacksOff(t *testing.T) {
+	rs := redistest.Start(t)
+	f := newRotatingAcademy(t)
+	f.down = true
+	now := time.Now()
+	a := newInstance(t, rs, testKey(t), f, tokens.ManagerOptions{RefreshBefore: time.Minute, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	access, refresh := f.grant()
+	c, err := a.store.PutConnection(ctx, tokens.Connection{User: "kim", Status: tokens.StatusActive,
+		AccessToken: access, RefreshToken: refresh, IssuedAt: now.Add(-4 * time.Minute),
+		AccessExpiresAt: now.Add(30 * time.Second), RefreshExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		got, refreshed, err := a.mgr.Token(ctx, c)
+		if err != nil || refreshed || got.AccessToken != access {
+			t.Fatalf("request %d: Token = %q, %v, %v; want the current token", i, got.AccessToken, refreshed, err)
+		}
+	}
+	f.mu.Lock()
+	calls := f.calls
+	f.mu.Unlock()
+	if calls != 1 { // Refresh is never retried after the request was written
+		t.Fatalf("the Academy was asked %d times for 5 requests, want 1", calls)
+	}
+	f.mu.Lock()
+	f.down = false
+	f.mu.Unlock()
+	now = now.Add(3 * time.Second)
+	got, refreshed, err := a.mgr.Token(ctx, c)
+	if err != nil || !refreshed || got.AccessToken == access {
+		t.Fatalf("after the pause: Token = %q, %v, %v; want a refreshed token", got.AccessToken, refreshed, err)
 	}
 }
