@@ -75,3 +75,29 @@ func TestRefreshesAcrossReplicasUnderLoad(t *testing.T) {
 		t.Errorf("stored version %d → %d, want one new token", conn.Version, now.Version)
 	}
 }
+
+// TestAdminNeverOnProxyListener: the admin API answers only on the ops listener; on the proxy
+// listener /admin/ is an ordinary path that needs an API key, and the admin token opens nothing.
+func TestAdminNeverOnProxyListener(t *testing.T) {
+	s := newStack(t, time.Minute)
+	s.cfg.Security.AdminToken = "admin-secret-token"
+	r := s.start(nil)
+	for _, base := range []string{r.proxyURL, r.opsURL} {
+		req, _ := http.NewRequest("GET", base+"/admin/connections", nil)
+		req.Header.Set("Authorization", "Bearer admin-secret-token")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		_, listed := body["connections"]
+		switch {
+		case base == r.opsURL && (resp.StatusCode != 200 || !listed):
+			t.Errorf("ops listener: %d %v, want the admin answer", resp.StatusCode, body)
+		case base == r.proxyURL && (resp.StatusCode != 401 || listed):
+			t.Errorf("proxy listener: %d %v, want 401 invalid_api_key", resp.StatusCode, body)
+		}
+	}
+}
