@@ -763,9 +763,11 @@ func TestNoSecretsLogged(t *testing.T) {
 	e.seed(t, time.Now().UTC())
 	secrets := []string{adminToken, "at-alice-secret", "rt-alice-secret"}
 
-	rec := e.call(t, http.MethodPost, "/admin/keys", `{"user":"alice","key":"legacy-key-0001"}`)
+	if rec := e.call(t, http.MethodPost, "/admin/keys", `{"user":"alice","key":"legacy-key-0001"}`); rec.Code != http.StatusCreated {
+		t.Fatalf("register legacy key: %d", rec.Code)
+	}
 	secrets = append(secrets, "legacy-key-0001")
-	rec = e.call(t, http.MethodPost, "/admin/keys", `{"user":"alice"}`)
+	rec := e.call(t, http.MethodPost, "/admin/keys", `{"user":"alice"}`)
 	var created struct{ ID, Key string }
 	_ = json.Unmarshal(rec.Body.Bytes(), &created)
 	secrets = append(secrets, created.Key, tokens.HashKey(created.Key))
