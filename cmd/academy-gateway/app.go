@@ -122,9 +122,12 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, usageError{&config.Error{Key: "redis.url", Msg: err.Error()}}
 		}
+		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
 		return redis.NewClient(opts), nil
 	case len(r.Addrs) > 0:
-		return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName}), nil
+		opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName}
+		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
+		return redis.NewUniversalClient(opts), nil
 	}
 	mr := miniredis.NewMiniRedis()
 	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
@@ -133,6 +136,20 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 	a.closers = append(a.closers, mr.Close)
 	a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
 	return redis.NewClient(&redis.Options{Addr: mr.Addr()}), nil
+}
+
+// failFast sets timeouts and retries the URL left unset to values for a request path: a Redis
+// that does not answer within a second is treated as down (the cache and 503s take over)
+// rather than held on to for go-redis's defaults of 5 s dials and 3 retries.
+func failFast(dial, read, write *time.Duration, retries *int) {
+	for _, d := range []*time.Duration{dial, read, write} {
+		if *d == 0 {
+			*d = time.Second
+		}
+	}
+	if *retries == 0 {
+		*retries = 1
+	}
 }
 
 // Close releases what newApp opened, last first.
