@@ -28,8 +28,10 @@ pids+=($!)
 pids+=($!)
 SIM=http://127.0.0.1:$SIM_PORT
 
-cat >"$WORK/config.yaml" <<YAML
-listen: {proxy: "$LISTEN_ADDR", ops: "127.0.0.1:$OPS_PORT"}
+# config PROXY_ADDR writes the configuration for a proxy listener on PROXY_ADDR.
+config() {
+  cat >"$WORK/config.yaml" <<YAML
+listen: {proxy: "$1", ops: "127.0.0.1:$OPS_PORT"}
 upstream: {base_url: "$UPSTREAM_URL", strip_prefixes: ["/api/v1"]}
 oauth:
   client_id: academy-demo-client
@@ -38,21 +40,32 @@ oauth:
   token_url: $SIM/token
   refresh_url: $SIM/refresh
   invalidate_url: $SIM/invalidate
-  redirect_url: http://$LISTEN_ADDR/oauth/callback
+  redirect_url: http://$1/oauth/callback
 redis: {url: "redis://127.0.0.1:$REDIS_PORT/0"}
-security: {encryption_keys: ["$(head -c 32 /dev/urandom | base64)"]}
+security: {encryption_keys: ["$ENC_KEY"]}
 log: {level: ${LOG_LEVEL:-info}}
 YAML
+}
+serve() {  # serve PROXY_ADDR: start the gateway in the background and wait until it is ready
+  config "$1"
+  "$BIN" serve 2>/dev/null &
+  gw=$!
+  pids+=("$gw")
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && return; sleep 0.1; done
+  echo "gateway did not become ready" >&2; exit 1
+}
+ENC_KEY=$(head -c 32 /dev/urandom | base64)
 export ACADEMY_GATEWAY_CONFIG=$WORK/config.yaml
-
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-"$BIN" serve 2>/dev/null &
-pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
-# The harness key k1 becomes a legacy key of user "bench", connected through the real flow.
+# Bootstrap on a private port, so the harness only sees the gateway once it is ready: the
+# harness key k1 becomes a legacy key of user "bench", connected through the real OAuth2 flow.
+serve "127.0.0.1:$(free_port)"
 "$BIN" keys create --user bench --key k1 >/dev/null
 link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": "\(.*\)".*/\1/p')
 consent=$(curl -fs -c "$WORK/jar" -o /dev/null -w '%{redirect_url}' "$link")
 curl -fsL -b "$WORK/jar" -o /dev/null "$consent&sim_user=john"
-wait "${pids[2]}"
+kill "$gw"; wait "$gw" || true
+
+serve "$LISTEN_ADDR"
+wait "$gw"

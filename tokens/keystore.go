@@ -64,6 +64,7 @@ func (s *Store) CreateKey(ctx context.Context, key string, k APIKey) (APIKey, er
 	if !created {
 		return APIKey{}, fmt.Errorf("create key %s: %w", k.ID, ErrKeyExists)
 	}
+	s.publish(ctx, "k:"+k.ID) // replicas that cached the key as unknown learn of it now
 	return k, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -99,5 +100,35 @@ func TestAdminNeverOnProxyListener(t *testing.T) {
 		case base == r.proxyURL && (resp.StatusCode != 401 || listed):
 			t.Errorf("proxy listener: %d %v, want 401 invalid_api_key", resp.StatusCode, body)
 		}
+	}
+}
+
+// TestLegacyKeyWorksUnchanged: `keys create --key EXISTING` registers a caller's existing v1
+// key, and that caller's unchanged request goes through.
+func TestLegacyKeyWorksUnchanged(t *testing.T) {
+	s := newStack(t, time.Minute)
+	r := s.start(nil)
+	s.connect(r, "lee", "john", "read")
+	const legacy = "3a9f1c0e-legacy-v1-key"
+	if st, _ := call(t, "GET", r.proxyURL+"/api/v1/movies", legacy, ""); st != 401 {
+		t.Fatalf("before registration: %d, want 401", st)
+	}
+	cfgPath := writeConfig(t, string(s.cfg.YAML()))
+	if err := run(t.Context(), []string{"keys", "create", "--user", "lee", "--key", legacy, "--config", cfgPath},
+		func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+		t.Fatalf("keys create --key: %v", err)
+	}
+	// The 401 above was cached as unknown; the registration's invalidation clears it on every
+	// replica well within the 1 s cache TTL.
+	deadline := time.Now().Add(time.Second)
+	for {
+		st, body := call(t, "GET", r.proxyURL+"/api/v1/movies", legacy, "")
+		if st == 200 && strings.Contains(body, "movies") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("legacy key one second after registration: %d %s", st, body)
+		}
+		time.Sleep(2 * time.Millisecond) // poll interval, bounded by the deadline
 	}
 }

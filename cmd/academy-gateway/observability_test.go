@@ -743,11 +743,11 @@ func TestHealthAndReadiness(t *testing.T) {
 	s.redis.Stop()
 	probe("/readyz", http.StatusServiceUnavailable, "redis")
 	probe("/healthz", http.StatusOK, "ok")
-	resp, body := obsSend(t, r, obsRequest{method: "GET", path: "/api/v1/movies", key: key, status: 200})
+	_, body := obsSend(t, r, obsRequest{method: "GET", path: "/api/v1/movies", key: key, status: 200})
 	if !strings.Contains(body, `"movies"`) {
 		t.Errorf("cached user while Redis is down: body %s", body)
 	}
-	resp, body = obsSend(t, r, obsRequest{method: "GET", path: "/api/v1/movies", key: tokens.NewAPIKey(),
+	resp, body := obsSend(t, r, obsRequest{method: "GET", path: "/api/v1/movies", key: tokens.NewAPIKey(),
 		status: http.StatusServiceUnavailable, code: "token_store_unavailable"})
 	if ra := resp.Header.Get("Retry-After"); ra == "" {
 		t.Errorf("503 token_store_unavailable without Retry-After; headers %v, body %s", resp.Header, body)
