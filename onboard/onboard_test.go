@@ -1,0 +1,110 @@
+package onboard
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/academy-gateway/academy-gateway/tokens"
+)
+
+func TestAcademyError(t *testing.T) {
+	tests := []struct {
+		query string
+		want  string
+	}{
+		{"code=abc", ""},
+		{"error.message=The+user+denied+access.", "The user denied access."},
+		{"error%5Bmessage%5D=Denied", "Denied"},
+		{"error=access_denied", "access_denied"},
+		{"error=access_denied&error_description=nope", "access_denied: nope"},
+		{"error.message=first&error=second", "first"}, // the Academy's own form wins
+	}
+	for _, tt := range tests {
+		q, err := url.ParseQuery(tt.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := academyError(q); got != tt.want {
+			t.Errorf("academyError(%q) = %q, want %q", tt.query, got, tt.want)
+		}
+	}
+}
+
+// fakeStore hands out one ticket and binds one state; nothing else is called by these tests.
+type fakeStore struct {
+	Store
+	user string
+}
+
+func (f *fakeStore) CreateTicket(_ context.Context, user string, ttl time.Duration) (string, time.Time, error) {
+	f.user = user
+	return "tkt-123", time.Now().Add(ttl), nil
+}
+
+func (f *fakeStore) BindState(_ context.Context, ticket string) (string, time.Time, error) {
+	if ticket != "tkt-123" {
+		return "", time.Time{}, tokens.ErrTicketInvalid
+	}
+	return "st-456", time.Now().Add(TicketTTL), nil
+}
+
+func newService(t *testing.T) (*Service, *fakeStore) {
+	t.Helper()
+	redirect, _ := url.Parse("https://gw.example.com/oauth/callback")
+	st := &fakeStore{}
+	return New(st, nil, Options{AuthorizeURL: "https://academy.example.com/api/v2/authorize", RedirectURL: redirect,
+		ClientID: "cid", Scopes: []string{"connect", "read"}}), st
+}
+
+func TestAuthorizeLink(t *testing.T) {
+	s, st := newService(t)
+	link, exp, err := s.Authorize(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link != "https://gw.example.com/oauth/start?ticket=tkt-123" || st.user != "alice" || time.Until(exp) < 9*time.Minute {
+		t.Errorf("Authorize = %q, %v for %q", link, exp, st.user)
+	}
+	for _, bad := range []string{"", "a{b}", "a b", strings.Repeat("x", 129)} {
+		if _, _, err := s.Authorize(context.Background(), bad); err == nil {
+			t.Errorf("Authorize(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestStartRedirectsToAcademy(t *testing.T) {
+	s, _ := newService(t)
+	rec := httptest.NewRecorder()
+	s.Start(rec, httptest.NewRequest(http.MethodGet, "/oauth/start?ticket=tkt-123", nil))
+	if rec.Code != http.StatusFound {
+		t.Fatalf("status = %d, want 302", rec.Code)
+	}
+	loc, err := url.Parse(rec.Header().Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := loc.Query()
+	want := map[string]string{"response_type": "code", "client_id": "cid", "redirect_uri": "https://gw.example.com/oauth/callback",
+		"scope": "connect read", "state": "st-456"}
+	for k, v := range want {
+		if q.Get(k) != v {
+			t.Errorf("%s = %q, want %q", k, q.Get(k), v)
+		}
+	}
+	cookie := rec.Result().Cookies()
+	if len(cookie) != 1 || cookie[0].Value != "st-456" || !cookie[0].HttpOnly || !cookie[0].Secure ||
+		cookie[0].SameSite != http.SameSiteLaxMode || cookie[0].Path != "/oauth/callback" {
+		t.Errorf("cookie = %+v, want the state, HttpOnly, Secure, SameSite=Lax, Path=/oauth/callback", cookie)
+	}
+
+	rec = httptest.NewRecorder()
+	s.Start(rec, httptest.NewRequest(http.MethodGet, "/oauth/start?ticket=nope", nil))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "expired") || len(rec.Result().Cookies()) != 0 {
+		t.Errorf("unknown ticket: %d %q, want a 400 page and no cookie", rec.Code, rec.Body)
+	}
+}
