@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/academy-gateway/academy-gateway/internal/metricstest"
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
@@ -44,7 +44,7 @@ var gatewayMetric = regexp.MustCompile(`academy_gateway_[a-z0-9_]+`)
 func registered(t *testing.T) (*prometheus.Registry, map[string]dto.MetricType) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	touchVectors(t, metrics.New(reg, "test"))
+	metricstest.TouchVectors(t, metrics.New(reg, "test"))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
@@ -56,29 +56,6 @@ func registered(t *testing.T) (*prometheus.Registry, map[string]dto.MetricType) 
 	return reg, types
 }
 
-// touchVectors creates one child of every vector in m, whatever its type and label count, so a
-// field added to metrics.Metrics later is covered without changing this test.
-func touchVectors(t *testing.T, m *metrics.Metrics) {
-	t.Helper()
-	v := reflect.ValueOf(m).Elem()
-	for i := range v.NumField() {
-		get := v.Field(i).MethodByName("GetMetricWithLabelValues")
-		if !get.IsValid() {
-			continue // a plain collector: gathered as it is
-		}
-		touched := false
-		for n := 0; n <= 10 && !touched; n++ {
-			args := make([]reflect.Value, n)
-			for j := range args {
-				args[j] = reflect.ValueOf("x")
-			}
-			touched = get.Call(args)[1].IsNil() // nil error: n is the vector's label count
-		}
-		if !touched {
-			t.Fatalf("metrics.Metrics.%s: no label count up to 10 creates a child", v.Type().Field(i).Name)
-		}
-	}
-}
 
 // unknownMetrics returns the gateway metric names in s that the gateway does not register. A
 // histogram's series (_bucket, _sum, _count) count as its name.

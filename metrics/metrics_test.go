@@ -3,7 +3,6 @@ package metrics_test
 import (
 	"flag"
 	"os"
-	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/academy-gateway/academy-gateway/internal/metricstest"
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
@@ -126,7 +126,7 @@ func TestGolden(t *testing.T) {
 // academy_gateway_* metric must be added to one of them.
 func TestGoldenCoversEveryMetric(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	touchVectors(t, metrics.New(reg, "v-test"))
+	metricstest.TouchVectors(t, metrics.New(reg, "v-test"))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ var allowedLabels = []string{"method", "code", "outcome", "trigger", "result", "
 
 func TestLabelNamesBounded(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	touchVectors(t, metrics.New(reg, "v-test"))
+	metricstest.TouchVectors(t, metrics.New(reg, "v-test"))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -235,26 +235,3 @@ func TestLabelNamesBounded(t *testing.T) {
 	}
 }
 
-// touchVectors creates one child of every vector in m, whatever its type and label count, so
-// that vectors show up in a gather; a field added to metrics.Metrics later is covered too.
-func touchVectors(t *testing.T, m *metrics.Metrics) {
-	t.Helper()
-	v := reflect.ValueOf(m).Elem()
-	for i := range v.NumField() {
-		get := v.Field(i).MethodByName("GetMetricWithLabelValues")
-		if !get.IsValid() {
-			continue // a plain collector: gathered as it is
-		}
-		touched := false
-		for n := 0; n <= 10 && !touched; n++ {
-			args := make([]reflect.Value, n)
-			for j := range args {
-				args[j] = reflect.ValueOf("x")
-			}
-			touched = get.Call(args)[1].IsNil() // nil error: n is the vector's label count
-		}
-		if !touched {
-			t.Fatalf("metrics.Metrics.%s: no label count up to 10 creates a child", v.Type().Field(i).Name)
-		}
-	}
-}
