@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/academy-gateway/academy-gateway/metrics"
@@ -73,6 +74,8 @@ type Manager struct {
 	opts    ManagerOptions
 	log     *zap.Logger
 
+	hits   prometheus.Counter // cache lookups, resolved once: they run on every request
+	misses prometheus.Counter
 	keys   *cache[APIKey]     // by key id
 	conns  *cache[Connection] // by user
 	flight flight
@@ -93,6 +96,8 @@ func NewManager(store *Store, academy *Academy, m *metrics.Metrics, opts Manager
 	opts = opts.withDefaults()
 	return &Manager{
 		store: store, academy: academy, m: m, opts: opts, log: opts.Logger,
+		hits:   m.CacheLookups.WithLabelValues("hit"),
+		misses: m.CacheLookups.WithLabelValues("miss"),
 		keys:   newCache[APIKey](opts.CacheTTL, opts.CacheSize),
 		conns:  newCache[Connection](opts.CacheTTL, opts.CacheSize),
 		used:   make(map[string]time.Time),
@@ -155,11 +160,11 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 }
 
 func (mg *Manager) countLookup(hit bool) {
-	result := "miss"
 	if hit {
-		result = "hit"
+		mg.hits.Inc()
+	} else {
+		mg.misses.Inc()
 	}
-	mg.m.CacheLookups.WithLabelValues(result).Inc()
 }
 
 // Token returns c if its access token is good for a while yet, else a refreshed connection
