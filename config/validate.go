@@ -123,11 +123,24 @@ func checkURL(raw string) error {
 // EnvPrefix starts every override variable: ACADEMY_GATEWAY_<SECTION>_<KEY>.
 const EnvPrefix = "ACADEMY_GATEWAY_"
 
+// EnvVars returns the name of every override variable, ACADEMY_GATEWAY_<SECTION>_<KEY>, in
+// the order of the configuration file.
+func EnvVars() []string {
+	var names []string
+	_ = walk(&Config{}, func(key string, _ reflect.Value, _ reflect.StructField) error {
+		names = append(names, envName(key))
+		return nil
+	})
+	return names
+}
+
+func envName(key string) string { return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) }
+
 // applyEnv sets every field whose ACADEMY_GATEWAY_<SECTION>_<KEY> variable is non-empty.
 // Lists are comma-separated.
 func applyEnv(c *Config, getenv func(string) string) error {
 	return walk(c, func(key string, f reflect.Value, _ reflect.StructField) error {
-		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		name := envName(key)
 		raw := getenv(name)
 		if raw == "" {
 			return nil

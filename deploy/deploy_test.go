@@ -56,7 +56,6 @@ func registered(t *testing.T) (*prometheus.Registry, map[string]dto.MetricType) 
 	return reg, types
 }
 
-
 // unknownMetrics returns the gateway metric names in s that the gateway does not register. A
 // histogram's series (_bucket, _sum, _count) count as its name.
 func unknownMetrics(s string, types map[string]dto.MetricType) []string {
