@@ -125,7 +125,9 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
 		return redis.NewClient(opts), nil
 	case len(r.Addrs) > 0:
-		opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName}
+		// Without a master name, addrs can only be Cluster nodes (one server is redis.url), even
+		// a single seed address such as a Service name in front of the cluster.
+		opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName, IsClusterMode: r.MasterName == ""}
 		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
 		return redis.NewUniversalClient(opts), nil
 	}
