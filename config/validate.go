@@ -134,7 +134,9 @@ func EnvVars() []string {
 	return names
 }
 
-func envName(key string) string { return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_")) }
+func envName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
 
 // applyEnv sets every field whose ACADEMY_GATEWAY_<SECTION>_<KEY> variable is non-empty.
 // Lists are comma-separated.

@@ -122,13 +122,13 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, usageError{&config.Error{Key: "redis.url", Msg: err.Error()}}
 		}
-		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
+		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		return redis.NewClient(opts), nil
 	case len(r.Addrs) > 0:
 		// Without a master name, addrs can only be Cluster nodes (one server is redis.url), even
 		// a single seed address such as a Service name in front of the cluster.
 		opts := &redis.UniversalOptions{Addrs: r.Addrs, MasterName: r.MasterName, IsClusterMode: r.MasterName == ""}
-		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
+		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		return redis.NewUniversalClient(opts), nil
 	}
 	mr := miniredis.NewMiniRedis()
@@ -142,15 +142,17 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 
 // failFast sets timeouts and retries the URL left unset to values for a request path: a Redis
 // that does not answer within a second is treated as down (the cache and 503s take over)
-// rather than held on to for go-redis's defaults of 5 s dials and 3 retries.
-func failFast(dial, read, write *time.Duration, retries *int) {
+// rather than held on to for go-redis's defaults of 5 s dials, 5 dial attempts and 3 retries.
+func failFast(dial, read, write *time.Duration, retries, dialRetries *int) {
 	for _, d := range []*time.Duration{dial, read, write} {
 		if *d == 0 {
 			*d = time.Second
 		}
 	}
-	if *retries == 0 {
-		*retries = 1
+	for _, n := range []*int{retries, dialRetries} {
+		if *n == 0 {
+			*n = 1
+		}
 	}
 }
 

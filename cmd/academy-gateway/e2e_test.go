@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // TestEndToEnd: a v1 caller reads, writes and is refused a delete through the gateway, against
@@ -130,5 +133,35 @@ func TestLegacyKeyWorksUnchanged(t *testing.T) {
 			t.Fatalf("legacy key one second after registration: %d %s", st, body)
 		}
 		time.Sleep(2 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+}
+
+// TestRedisClientFailsFast: the Redis client gives up within about a second (one dial attempt,
+// one retry, 1 s timeouts) unless the URL says otherwise, so a Redis outage turns into cached
+// answers and 503s instead of requests hanging on go-redis's defaults.
+func TestRedisClientFailsFast(t *testing.T) {
+	tests := []struct {
+		url         string
+		dial        time.Duration
+		retries     int
+		dialRetries int
+	}{
+		{"redis://127.0.0.1:1/0", time.Second, 1, 1},
+		{"redis://127.0.0.1:1/0?dial_timeout=3s&max_retries=4", 3 * time.Second, 4, 1},
+	}
+	for _, tt := range tests {
+		cfg := demoConfig("http://127.0.0.1:1", "http://127.0.0.1:2", time.Minute)
+		cfg.Redis.URL = tt.url
+		a, err := newApp(cfg, zap.NewNop(), appOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := a.rdb.(*redis.Client).Options()
+		a.Close()
+		if o.DialTimeout != tt.dial || o.ReadTimeout != time.Second || o.WriteTimeout != time.Second ||
+			o.MaxRetries != tt.retries || o.DialerRetries != tt.dialRetries {
+			t.Errorf("%s: dial %v read %v write %v retries %d dial retries %d, want %v 1s 1s %d %d", tt.url,
+				o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries, o.DialerRetries, tt.dial, tt.retries, tt.dialRetries)
+		}
 	}
 }
