@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,7 +86,14 @@ type Manager struct {
 
 	failMu sync.Mutex
 	failed map[string]time.Time // user → when a proactive refresh last failed
+
+	// storeDownUntil (unix ns): until then, stale cache entries are served without asking Redis
+	// again, so an unreachable Redis costs one timeout per storeBackoff, not one per request.
+	storeDownUntil atomic.Int64
 }
+
+// storeBackoff is how long the request path trusts stale cache entries after Redis failed.
+const storeBackoff = 500 * time.Millisecond
 
 // proactiveBackoff is how long a user's still-valid token is used as is after a proactive
 // refresh failed, so an unreachable Academy or Redis is not asked again on every request.
@@ -119,8 +127,9 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 		fresh, ok = false, false // another key with the same id prefix
 	}
 	mg.countLookup(fresh)
-	if !fresh {
+	if !fresh && !(ok && mg.storeDown(now)) {
 		k, err := mg.store.KeyByHash(ctx, hash)
+		mg.noteStore(err, now)
 		switch {
 		case errors.Is(err, ErrStoreUnavailable) && ok:
 			// serve the last known answer while Redis is away
@@ -146,10 +155,11 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 	now := mg.opts.Now()
 	e, fresh, ok := mg.conns.get(user, now)
 	mg.countLookup(fresh)
-	if fresh {
+	if fresh || (ok && e.err == nil && mg.storeDown(now)) {
 		return e.val, e.err
 	}
 	c, err := mg.store.Connection(ctx, user)
+	mg.noteStore(err, now)
 	switch {
 	case errors.Is(err, ErrStoreUnavailable) && ok && e.err == nil:
 		return e.val, nil
@@ -157,6 +167,14 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 		mg.conns.put(user, c, err, now)
 	}
 	return c, err
+}
+
+func (mg *Manager) storeDown(now time.Time) bool { return now.UnixNano() < mg.storeDownUntil.Load() }
+
+func (mg *Manager) noteStore(err error, now time.Time) {
+	if errors.Is(err, ErrStoreUnavailable) {
+		mg.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
+	}
 }
 
 func (mg *Manager) countLookup(hit bool) {

@@ -336,6 +336,14 @@ func TestStoreDownServesCachedTokens(t *testing.T) {
 	if got, _, err := a.mgr.Token(ctx, c); err != nil || got.AccessToken != access {
 		t.Fatalf("Token with Redis down = %q, %v; want the cached token", got.AccessToken, err)
 	}
+	// Right after a failure, stale entries are served without asking Redis again.
+	failures := testutil.ToFloat64(a.m.StoreOperations.WithLabelValues("get_connection", "error"))
+	if _, err := a.mgr.Connection(ctx, "fay"); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(a.m.StoreOperations.WithLabelValues("get_connection", "error")); got != failures || failures != 1 {
+		t.Errorf("failed Redis reads = %v then %v, want 1 and no new one within the back-off", failures, got)
+	}
 	now = now.Add(10 * time.Minute) // expired: it would need Redis
 	if _, _, err := a.mgr.Token(ctx, c); !errors.Is(err, tokens.ErrStoreUnavailable) {
 		t.Fatalf("Token of an expired token with Redis down = %v, want ErrStoreUnavailable", err)
