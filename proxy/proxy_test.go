@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -296,6 +297,9 @@ func TestGatewayErrors(t *testing.T) {
 		{name: "store down", method: "GET", target: "/api/v1/movies", header: keyHeader(),
 			setup:      func(f *fakeTokens) { f.connErr = tokens.ErrStoreUnavailable },
 			wantStatus: 503, wantCode: "token_store_unavailable", wantHeader: [2]string{"Retry-After", "1"}, outcome: metrics.OutcomeStoreError},
+		{name: "record fails to decrypt", method: "GET", target: "/api/v1/movies", header: keyHeader(),
+			setup:      func(f *fakeTokens) { f.connErr = fmt.Errorf("open connection of alice: %w", tokens.ErrDecrypt) },
+			wantStatus: 503, wantCode: "token_store_unavailable", outcome: metrics.OutcomeStoreError},
 		{name: "store down on key lookup", method: "GET", target: "/api/v1/movies", header: keyHeader(),
 			setup:      func(f *fakeTokens) { f.keyErr = tokens.ErrStoreUnavailable },
 			wantStatus: 503, wantCode: "token_store_unavailable", outcome: metrics.OutcomeStoreError},

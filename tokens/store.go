@@ -200,8 +200,8 @@ func (s *Store) DeleteConnection(ctx context.Context, user string) error {
 	return nil
 }
 
-// Connections lists every stored connection, ordered by user. Records that fail to decrypt are
-// listed with their readable fields only and status as stored.
+// Connections lists every stored connection, ordered by user, reading them in pipelined
+// batches. Records that fail to decrypt are listed with status "undecryptable" only.
 func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 	users, err := s.rdb.SMembers(ctx, s.usersKey()).Result()
 	if err != nil {
@@ -209,32 +209,30 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 	}
 	slices.Sort(users)
 	out := make([]Connection, 0, len(users))
-	for _, u := range users {
-		c, err := s.Connection(ctx, u)
-		switch {
-		case errors.Is(err, ErrNotConnected):
-			continue
-		case errors.Is(err, ErrStoreUnavailable):
-			return nil, err
-		case err != nil:
-			c = Connection{User: u, Status: "undecryptable"}
+	for batch := range slices.Chunk(users, 500) {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(batch))
+		for i, u := range batch {
+			cmds[i] = pipe.HMGet(ctx, s.connKey(u), "ver", "rec")
 		}
-		out = append(out, c)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, s.observe("list_connections", err)
+		}
+		for i, u := range batch {
+			vals := cmds[i].Val()
+			ver, _ := vals[0].(string)
+			rec, _ := vals[1].(string)
+			if rec == "" {
+				continue // deleted since SMEMBERS
+			}
+			c, err := s.decodeConn(u, ver, rec)
+			if err != nil {
+				c = Connection{User: u, Status: "undecryptable"}
+			}
+			out = append(out, c)
+		}
 	}
 	return out, s.observe("list_connections", nil)
-}
-
-// CountConnections returns the number of connections by status, for the connections gauge.
-func (s *Store) CountConnections(ctx context.Context) (map[string]int, error) {
-	conns, err := s.Connections(ctx)
-	if err != nil {
-		return nil, err
-	}
-	counts := map[string]int{StatusActive: 0, StatusReauthRequired: 0}
-	for _, c := range conns {
-		counts[c.Status]++
-	}
-	return counts, nil
 }
 
 // Lease is a held refresh lock. Its owner token makes renew and release safe: a replica can

@@ -329,12 +329,10 @@ func runStoreConformance(t *testing.T, d deployment) {
 		if diff := cmp.Diff([]string{"amy", "bea", "zoe"}, names(got)); diff != "" {
 			t.Errorf("Connections after delete (-want +got):\n%s", diff)
 		}
-		counts, err := p.a.store.CountConnections(ctx)
-		if err != nil {
-			t.Fatalf("CountConnections: %v", err)
-		}
-		if diff := cmp.Diff(map[string]int{tokens.StatusActive: 3, tokens.StatusReauthRequired: 0}, counts); diff != "" {
-			t.Errorf("CountConnections (-want +got):\n%s", diff)
+		for _, c := range got {
+			if c.Status != tokens.StatusActive {
+				t.Errorf("%s: status %q, want active", c.User, c.Status)
+			}
 		}
 	})
 
