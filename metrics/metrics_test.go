@@ -234,4 +234,3 @@ func TestLabelNamesBounded(t *testing.T) {
 		t.Errorf("gathered %d academy_gateway_* metrics, want all 10", n)
 	}
 }
-
