@@ -55,6 +55,9 @@ func (e env) keys(ctx context.Context, args []string) error {
 		}
 		defer a.Close()
 		k, key, err := a.store.IssueKey(ctx, *user, sc, *name, *existing)
+		if errors.Is(err, tokens.ErrMalformedKey) {
+			return usageError{fmt.Errorf("--key: %w", err)}
+		}
 		if err != nil {
 			return err
 		}
