@@ -705,59 +705,6 @@ func TestAcademyFailuresAreClassified(t *testing.T) {
 // ---------------------------------------------------------------------------------------------
 // TestGracefulShutdownDrains.
 
-// resServing is a replica whose serve the test ends itself.
-type resServing struct {
-	*replica
-	stop func()        // cancels serve's context (idempotent)
-	done chan struct{} // closed when serve returned
-	err  error         // serve's result, once done is closed
-}
-
-// resStartServing is startWith, but the caller ends serve: the few lines of startWith
-// (stack_test.go) that run serve are copied here so the cancel func and the result are exposed.
-func resStartServing(t *testing.T, s *stack, opts appOptions) *resServing {
-	t.Helper()
-	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{proxyURL: "http://" + proxyLn.Addr().String(), opsURL: "http://" + opsLn.Addr().String()}
-	cfg := s.cfg
-	cfg.OAuth.RedirectURL = r.proxyURL + "/oauth/callback"
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	log := newLogger(config.Log{Level: "debug", Format: "json"}, s.logs)
-	if r.app, err = newApp(cfg, log, opts); err != nil {
-		t.Fatalf("new app: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sv := &resServing{replica: r, stop: cancel, done: make(chan struct{})}
-	go func() {
-		sv.err = r.app.serve(ctx, proxyLn, opsLn)
-		close(sv.done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-sv.done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not return within 30 s of its cancellation")
-		}
-		r.app.Close()
-	})
-	select {
-	case <-r.app.watching:
-	case <-time.After(10 * time.Second):
-		t.Fatal("replica did not subscribe to invalidations within 10 s")
-	}
-	return sv
-}
-
 // TestGracefulShutdownDrains: a replica told to stop while a request waits on the Academy
 // finishes that request (200), then serve returns nil and the listeners refuse connections.
 // "The Academy has the request" is observed on the tap in front of the simulator, which counts
@@ -766,8 +713,8 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, time.Minute)
 	tap := resUseTap(t, s)
-	r := resStartServing(t, s, appOptions{managerInterval: time.Hour})
-	key := s.connect(r.replica, "dora", "jane", "read")
+	r := s.startWith(nil, appOptions{managerInterval: time.Hour})
+	key := s.connect(r, "dora", "jane", "read")
 	s.sim.SetDelay(500 * time.Millisecond)
 
 	type result struct {

@@ -36,6 +36,9 @@ type replica struct {
 	app      *app
 	proxyURL string
 	opsURL   string
+	stop     context.CancelFunc // ends serve (also done when the test ends)
+	done     chan struct{}      // closed when serve has returned
+	err      error              // what serve returned, once done is closed
 }
 
 // syncBuffer collects every replica's logs for redaction checks.
@@ -105,12 +108,16 @@ func (s *stack) startWith(mutate func(*config.Config), opts appOptions) *replica
 		t.Fatalf("new app: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.app.serve(ctx, proxyLn, opsLn) }()
+	r.stop, r.done = cancel, make(chan struct{})
+	go func() {
+		r.err = r.app.serve(ctx, proxyLn, opsLn)
+		close(r.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+		<-r.done
+		if r.err != nil {
+			t.Errorf("serve: %v", r.err)
 		}
 		r.app.Close()
 	})
