@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -221,14 +220,4 @@ func errorMessage(body []byte) string {
 		return std.Error + ": " + std.Description
 	}
 	return "(no error message)"
-}
-
-// IsTransient reports whether err is worth trying again later (network, timeout, 5xx), as
-// opposed to a rejection.
-func IsTransient(err error) bool {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		return ae.Status >= 500
-	}
-	return err != nil
 }

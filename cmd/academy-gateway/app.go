@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,7 +81,7 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		return nil, usageError{fmt.Errorf("security.encryption_keys: %w", err)}
 	}
 	a.store = tokens.NewStore(rdb, cfg.Redis.KeyPrefix, kr, a.m, nil)
-	base := trimSlash(cfg.Upstream.BaseURL)
+	base := strings.TrimRight(cfg.Upstream.BaseURL, "/")
 	a.academy = tokens.NewAcademy(&http.Client{Timeout: cfg.Upstream.Timeout.D(), Transport: proxy.NewTransport(cfg.Upstream.Timeout.D())},
 		tokens.AcademyConfig{
 			ClientID: cfg.OAuth.ClientID, ClientSecret: cfg.OAuth.ClientSecret,
@@ -104,13 +105,6 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		Logger:    log.Named("onboard"),
 	})
 	return a, nil
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // openRedis connects to the configured Redis, or starts an embedded one when none is configured.

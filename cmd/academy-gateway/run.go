@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,10 +83,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, usageError{err}
-			}
-			return nil, usageError{err}
+			return nil, usageError{err} // including -h: usage was printed, exit 2
 		}
 		args = fs.Args()
 		if len(args) == 0 {
