@@ -2,6 +2,8 @@ module github.com/academy-gateway/academy-gateway
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/google/go-cmp v0.7.0
