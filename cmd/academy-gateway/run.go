@@ -11,8 +11,16 @@ import (
 	"github.com/academy-gateway/academy-gateway/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=…"; otherwise the module version.
-var version = ""
+// version and commit are stamped at build time (the Dockerfile does it):
+//
+//	go build -ldflags "-X main.version=v1.2.3 -X main.commit=$(git rev-parse HEAD)" ./cmd/academy-gateway
+//
+// Left empty, version prints the module version and VCS revision the Go toolchain recorded, when
+// it recorded any (not with -buildvcs=false, or from a source tree without .git).
+var (
+	version = ""
+	commit  = ""
+)
 
 const usage = `usage: academy-gateway <command> [--config FILE] [flags]
 
@@ -26,7 +34,8 @@ commands:
   keys revoke ID
   connections authorize U [--json]
   connections list [--json] | connections show U [--json] | connections revoke U
-  check-config                  validate and print the effective configuration (secrets masked)
+  check-config [--connect]      validate and print the effective configuration (secrets masked);
+                                --connect also tries Redis, the listen addresses, TLS files, the Academy
   version                       print version, commit and Go version
 `
 
@@ -57,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "connections":
 		return e.connections(ctx, rest)
 	case "check-config":
-		return e.checkConfig(rest)
+		return e.checkConfig(ctx, rest)
 	case "version":
 		v, commit := buildVersion()
 		fmt.Fprintf(stdout, "academy-gateway %s (commit %s, %s)\n", v, commit, runtime.Version())
@@ -103,8 +112,9 @@ func (e env) loadConfig(path string) (config.Config, error) {
 	return cfg, nil
 }
 
-func (e env) checkConfig(args []string) error {
+func (e env) checkConfig(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("check-config")
+	connect := fs.Bool("connect", false, "also check Redis, the listen addresses, the TLS files and the Academy client credentials")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -113,8 +123,11 @@ func (e env) checkConfig(args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "# configuration is valid (%s)\n", describePath(config.Path(*path, e.getenv)))
-	_, err = e.stdout.Write(cfg.Masked().YAML())
-	return err
+	if _, err = e.stdout.Write(cfg.Masked().YAML()); err != nil || !*connect {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "# connect checks")
+	return connectChecks(ctx, cfg, e.stdout)
 }
 
 func describePath(p string) string {
@@ -124,20 +137,31 @@ func describePath(p string) string {
 	return p
 }
 
-func buildVersion() (v, commit string) {
-	v, commit = version, "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
+// buildVersion returns the stamped version and commit, else what the build info records.
+func buildVersion() (v, rev string) {
+	bi, _ := debug.ReadBuildInfo()
+	return versionOf(version, commit, bi)
+}
+
+// versionOf prefers the stamped values and falls back to bi (nil: no build info), then to
+// "(devel)" and "unknown".
+func versionOf(stampedVersion, stampedCommit string, bi *debug.BuildInfo) (v, rev string) {
+	v, rev = stampedVersion, stampedCommit
+	if bi != nil {
 		if v == "" {
 			v = bi.Main.Version
 		}
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				commit = s.Value
+			if s.Key == "vcs.revision" && rev == "" {
+				rev = s.Value
 			}
 		}
 	}
 	if v == "" {
 		v = "(devel)"
 	}
-	return v, commit
+	if rev == "" {
+		rev = "unknown"
+	}
+	return v, rev
 }
