@@ -125,7 +125,9 @@ func TestCheckConfigConnect(t *testing.T) {
 			[]string{"maxmemory-policy allkeys-lru", "set maxmemory-policy noeviction"}, 0},
 		{"redis embedded", func(s *connectSetup) { s.redis = `  url: ""` },
 			[]string{"redis: warning", "listen.proxy: ok", "listen.ops: ok", "academy: ok"}, []string{"embedded"}, 0},
-		{"redis cluster", func(s *connectSetup) { s.redis = `  url: ""` + "\n  addrs: [\"" + strings.Join(cluster.Addrs, `", "`) + `"]` },
+		{"redis cluster", func(s *connectSetup) {
+			s.redis = `  url: ""` + "\n  addrs: [\"" + strings.Join(cluster.Addrs, `", "`) + `"]`
+		},
 			allOK, []string{"cluster of 3 masters"}, 0},
 		{"redis sentinel", func(s *connectSetup) {
 			s.redis = `  url: ""` + "\n  addrs: [\"" + sentinel.Addrs[0] + `"]` + "\n  master_name: " + sentinel.MasterName

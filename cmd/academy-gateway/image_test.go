@@ -325,7 +325,7 @@ func TestImage(t *testing.T) {
 	trusted.StartTLS()
 	t.Cleanup(trusted.Close)
 	untrusted := httptest.NewUnstartedServer(sim.New(sim.Options{})) // httptest's own certificate
-	untrusted.Config.ErrorLog = zap.NewStdLog(zap.NewNop())             // the refused handshake is the point
+	untrusted.Config.ErrorLog = zap.NewStdLog(zap.NewNop())          // the refused handshake is the point
 	untrusted.StartTLS()
 	t.Cleanup(untrusted.Close)
 	gatewayEnv := func(tokenURL string) []string {
