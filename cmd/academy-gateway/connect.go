@@ -212,6 +212,9 @@ func orUnknown(s string) string {
 // listenerAddrs returns the configured listeners, key → address, in a fixed order.
 func listenerAddrs(cfg config.Config) [][2]string {
 	out := [][2]string{{"listen.proxy", cfg.Listen.Proxy}, {"listen.ops", cfg.Listen.Ops}}
+	if cfg.Listen.Auth != "" {
+		out = append(out, [2]string{"listen.auth", cfg.Listen.Auth})
+	}
 	return out
 }
 
@@ -241,16 +244,10 @@ func unwrapOp(err error) error {
 	return err
 }
 
-// tlsFiles returns the TLS files of cfg to check: the listeners' certificate and key, and the
-// CA bundle for rediss://. Empty names are not configured.
-func tlsFiles(cfg config.Config) (certFile, keyFile, redisCAFile string) {
-	return "", "", ""
-}
-
 // checkTLSFiles loads the listeners' certificate and key, and the CA bundle for rediss://, when
 // they are configured.
 func checkTLSFiles(_ context.Context, cfg config.Config) []checkResult {
-	certFile, keyFile, caFile := tlsFiles(cfg)
+	certFile, keyFile, caFile := cfg.Listen.TLSCertFile, cfg.Listen.TLSKeyFile, cfg.Redis.TLSCAFile
 	var out []checkResult
 	if certFile != "" || keyFile != "" {
 		const name = "listen.tls_cert_file"
@@ -271,7 +268,7 @@ func checkTLSFiles(_ context.Context, cfg config.Config) []checkResult {
 		if n, err := loadCAs(caFile); err != nil {
 			out = append(out, failed(name, "%v", err))
 		} else {
-			out = append(out, passed(name, "%d CA certificates", n))
+			out = append(out, passed(name, "a bundle of %d certificates", n))
 		}
 	}
 	return out

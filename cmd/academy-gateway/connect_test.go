@@ -2,12 +2,18 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -17,11 +23,38 @@ import (
 
 // connectSetup is what one check-config --connect case runs against.
 type connectSetup struct {
-	redis     string // the redis: section's body
-	proxy     string // listen.proxy
-	tokenURL  string // oauth.token_url
-	secret    string // oauth.client_secret
-	extraYAML string // more top-level configuration
+	redis    string // the redis: section's body
+	proxy    string // listen.proxy
+	tokenURL string // oauth.token_url
+	secret   string // oauth.client_secret
+	auth     string // listen.auth
+	tlsCert  string // listen.tls_cert_file
+	tlsKey   string // listen.tls_key_file
+	redisCA  string // redis.tls_ca_file
+}
+
+// writePEM writes PEM blocks of one type to a file in the test's temporary directory.
+func writePEM(t *testing.T, name, typ string, ders ...[]byte) string {
+	t.Helper()
+	var b []byte
+	for _, der := range ders {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})...)
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// certFiles writes ca's server certificate and key and returns their paths.
+func certFiles(t *testing.T, ca testCA) (cert, key string) {
+	t.Helper()
+	der, err := x509.MarshalECPrivateKey(ca.server.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, "tls.crt", "CERTIFICATE", ca.server.Certificate[0]), writePEM(t, "tls.key", "EC PRIVATE KEY", der)
 }
 
 // freeAddr returns a 127.0.0.1 address nothing listens on (it was free a moment ago).
@@ -55,6 +88,9 @@ func connectReport(t *testing.T, s connectSetup) (outcomes, lines []string, err 
 listen:
   proxy: "`+s.proxy+`"
   ops: "`+freeAddr(t)+`"
+  auth: "`+s.auth+`"
+  tls_cert_file: "`+s.tlsCert+`"
+  tls_key_file: "`+s.tlsKey+`"
 oauth:
   client_id: "`+sim.DefaultClientID+`"
   client_secret: "`+s.secret+`"
@@ -62,9 +98,10 @@ oauth:
   redirect_url: "https://gateway.example.test/oauth/callback"
 redis:
 `+s.redis+`
+  tls_ca_file: "`+s.redisCA+`"
 security:
   encryption_keys: ["`+cliEncryptionKey+`"]
-`+s.extraYAML)
+`)
 	var stdout bytes.Buffer
 	err = run(t.Context(), []string{"check-config", "--connect", "--config", path}, mapEnv(nil), &stdout, &bytes.Buffer{})
 	_, report, found := strings.Cut(stdout.String(), "# connect checks\n")
@@ -106,6 +143,19 @@ func TestCheckConfigConnect(t *testing.T) {
 	t.Cleanup(odd.Close)
 	unreachable := "http://" + freeAddr(t) + "/token"
 
+	ca := newTestCA(t, "gateway.example.test")
+	cert, key := certFiles(t, ca)
+	expiredCert, expiredKey := certFiles(t, newTestCAUntil(t, time.Now().Add(-time.Hour), "gateway.example.test"))
+	_, otherKey := certFiles(t, newTestCA(t, "other.example.test"))
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caBundle := writePEM(t, "ca.pem", "CERTIFICATE", ca.server.Certificate[0])
+	caPEM, _ := pem.Decode(ca.pem)
+	caBundle2 := writePEM(t, "ca2.pem", "CERTIFICATE", caPEM.Bytes, ca.server.Certificate[0])
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+
 	good := func() connectSetup {
 		return connectSetup{redis: `  url: "` + rs.URL() + `"`, proxy: freeAddr(t), tokenURL: academy.URL + "/token", secret: sim.DefaultClientSecret}
 	}
@@ -134,6 +184,27 @@ func TestCheckConfigConnect(t *testing.T) {
 		}, allOK, []string{`sentinel master "mymaster"`}, 0},
 		{"port taken", func(s *connectSetup) { s.proxy = holdAddr(t) },
 			[]string{"redis: ok", "listen.proxy: failed", "listen.ops: ok", "academy: ok"}, []string{"address already in use"}, 1},
+		{"auth listener free", func(s *connectSetup) { s.auth = freeAddr(t) },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.auth: ok", "academy: ok"}, nil, 0},
+		{"auth listener taken", func(s *connectSetup) { s.auth = holdAddr(t) },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.auth: failed", "academy: ok"}, []string{"address already in use"}, 1},
+		{"TLS files load", func(s *connectSetup) { s.tlsCert, s.tlsKey = cert, key },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: ok", "academy: ok"},
+			[]string{"certificate for gateway.example.test, valid until"}, 0},
+		{"TLS certificate is garbage", func(s *connectSetup) { s.tlsCert, s.tlsKey = garbage, key },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"do not load"}, 1},
+		{"TLS key does not match", func(s *connectSetup) { s.tlsCert, s.tlsKey = cert, otherKey },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"private key does not match public key"}, 1},
+		{"TLS file missing", func(s *connectSetup) { s.tlsCert, s.tlsKey = missing, key },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"no such file"}, 1},
+		{"TLS certificate expired", func(s *connectSetup) { s.tlsCert, s.tlsKey = expiredCert, expiredKey },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"expired on"}, 1},
+		{"redis CA bundle loads", func(s *connectSetup) { s.redisCA = caBundle2 },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: ok", "academy: ok"}, []string{"a bundle of 2 certificates"}, 0},
+		{"redis CA bundle one certificate", func(s *connectSetup) { s.redisCA = caBundle },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: ok", "academy: ok"}, []string{"a bundle of 1 certificates"}, 0},
+		{"redis CA bundle is garbage", func(s *connectSetup) { s.redisCA = garbage },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: failed", "academy: ok"}, []string{"certificate 1"}, 1},
 		{"bad client credentials", func(s *connectSetup) { s.secret = "wrong-secret" },
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "academy: failed"},
 			[]string{"refused the client credentials (401)", "oauth.client_secret"}, 1},

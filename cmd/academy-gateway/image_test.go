@@ -102,7 +102,8 @@ func (b buildah) cleanup(args ...string) {
 	}
 }
 
-// testCA is a certificate authority made for one test, and a server certificate it signed.
+// testCA is a certificate authority made for one test, and a server certificate it signed (for
+// the image test's HTTPS Academy and check-config's TLS file checks).
 type testCA struct {
 	pem    []byte // the CA certificate
 	server tls.Certificate
@@ -110,13 +111,19 @@ type testCA struct {
 
 func newTestCA(t *testing.T, hosts ...string) testCA {
 	t.Helper()
+	return newTestCAUntil(t, time.Now().Add(time.Hour), hosts...)
+}
+
+// newTestCAUntil is newTestCA with a server certificate that expires at notAfter.
+func newTestCAUntil(t *testing.T, notAfter time.Time, hosts ...string) testCA {
+	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "academy-gateway image test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "academy-gateway test CA"},
+		NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
@@ -128,7 +135,7 @@ func newTestCA(t *testing.T, hosts ...string) testCA {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: hosts[0]},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		NotBefore: now.Add(-2 * time.Hour), NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
