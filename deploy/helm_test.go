@@ -626,5 +626,5 @@ func TestChartAlerts(t *testing.T) {
 	if len(names) == 0 {
 		t.Error("the PrometheusRule has no alerts")
 	}
-	t.Log(fmt.Sprint("alerts: ", names))
+	t.Logf("alerts: %v", names)
 }
