@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"maps"
 	"os"
 	"path"
@@ -627,4 +626,46 @@ func TestChartAlerts(t *testing.T) {
 		t.Error("the PrometheusRule has no alerts")
 	}
 	t.Logf("alerts: %v", names)
+}
+
+// labelSelector finds kubectl label selectors (-l k=v,k=v) in prose.
+var labelSelector = regexp.MustCompile(`-l ((?:app\.kubernetes\.io/[a-z-]+=[A-Za-z0-9._-]+,?)+)`)
+
+// TestDocsSelectChartPods: every kubectl -l selector the docs give finds the chart's pods (a
+// value in capitals, such as RELEASE, is a placeholder).
+func TestDocsSelectChartPods(t *testing.T) {
+	t.Parallel()
+	vals, err := chartutil.ReadValuesFile("helm/values-central.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := render(t, loadChart(t), vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := only[*appsv1.Deployment](t, decodeAll(t, rendered)).Spec.Template
+	docs, _ := filepath.Glob("../docs/*.md")
+	docs = append(docs, "../README.md", filepath.Join(chartDir, "templates", "NOTES.txt"))
+	found := 0
+	for _, doc := range docs {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range labelSelector.FindAllStringSubmatch(string(b), -1) {
+			found++
+			for _, pair := range strings.Split(strings.TrimSuffix(m[1], ","), ",") {
+				k, v, _ := strings.Cut(pair, "=")
+				if v == strings.ToUpper(v) && strings.ToUpper(v) != strings.ToLower(v) {
+					continue // a placeholder
+				}
+				if pod.Labels[k] != v {
+					t.Errorf("%s selects %s=%s, but the chart's pods have %s=%q", doc, k, v, k, pod.Labels[k])
+				}
+			}
+		}
+	}
+	if found == 0 {
+		t.Error("no kubectl -l selector found in the docs: did the pattern break?")
+	}
 }
