@@ -67,7 +67,7 @@ var testSecrets = map[string]any{
 }
 
 func chartCases() []chartCase {
-	base := map[string]int{"ConfigMap": 1, "Deployment": 1, "ServiceAccount": 1}
+	base := map[string]int{"ConfigMap": 1, "Deployment": 1, "ServiceAccount": 1, "Pod": 1}
 	with := func(extra map[string]int) map[string]int {
 		m := maps.Clone(base)
 		maps.Copy(m, extra)
@@ -146,6 +146,8 @@ func typed(apiVersion, kind string) (any, bool) {
 		return &corev1.Secret{}, true
 	case "v1 Service":
 		return &corev1.Service{}, true
+	case "v1 Pod":
+		return &corev1.Pod{}, true
 	case "v1 ServiceAccount":
 		return &corev1.ServiceAccount{}, true
 	case "apps/v1 Deployment":
@@ -291,6 +293,7 @@ func TestChartRender(t *testing.T) {
 			checkChecksum(t, rendered, pod.Annotations)
 			checkSelectors(t, objs, pod)
 			checkConfig(t, c, objs, pod.Spec, gw)
+			checkHelmTest(t, objs, gw)
 			if c.name == "sidecar" {
 				if len(pod.Spec.Containers) != 2 || pod.Spec.Containers[0].Name != "legacy-app" {
 					t.Errorf("sidecar: containers %v, want the legacy app next to the gateway", containerNames(pod.Spec))
@@ -533,6 +536,44 @@ func checkConfig(t *testing.T, c chartCase, objs []object, spec corev1.PodSpec, 
 	}
 	if cfg.Identity.Mode == config.ModeStatic && !strings.HasPrefix(cfg.Listen.Proxy, "127.0.0.1:") {
 		t.Errorf("identity.mode static on %s: every caller would act for %s; keep the proxy listener on loopback", cfg.Listen.Proxy, cfg.Identity.StaticUser)
+	}
+}
+
+// checkHelmTest: helm test runs check-config --connect with the gateway's configuration file,
+// environment and mounts, as locked down as the gateway.
+func checkHelmTest(t *testing.T, objs []object, gw corev1.Container) {
+	t.Helper()
+	p := only[*corev1.Pod](t, objs)
+	if p.Annotations["helm.sh/hook"] != "test" {
+		t.Errorf("Pod %s: annotations %v, want helm.sh/hook: test", p.Name, p.Annotations)
+	}
+	if len(p.Spec.Containers) != 1 {
+		t.Fatalf("test Pod: %d containers, want 1", len(p.Spec.Containers))
+	}
+	c := p.Spec.Containers[0]
+	checkSecurity(t, p.Spec, c)
+	want := append([]string{"check-config", "--connect"}, gw.Args[1:]...) // serve --config FILE
+	if diff := cmp.Diff(want, c.Args); diff != "" {
+		t.Errorf("test Pod args (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(gw.Env, c.Env); diff != "" {
+		t.Errorf("test Pod env differs from the gateway's (-gateway +test):\n%s", diff)
+	}
+	if diff := cmp.Diff(gw.VolumeMounts, c.VolumeMounts); diff != "" {
+		t.Errorf("test Pod mounts differ from the gateway's (-gateway +test):\n%s", diff)
+	}
+	for _, svc := range all[*corev1.Service](objs) {
+		if selects(svc.Spec.Selector, p.Labels) {
+			t.Errorf("Service %s selects the test Pod", svc.Name)
+		}
+	}
+	for _, pdb := range all[*policyv1.PodDisruptionBudget](objs) {
+		if selects(pdb.Spec.Selector.MatchLabels, p.Labels) {
+			t.Error("the PodDisruptionBudget counts the test Pod")
+		}
+	}
+	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("test Pod restartPolicy %q, want Never", p.Spec.RestartPolicy)
 	}
 }
 

@@ -32,6 +32,12 @@ app.kubernetes.io/name: {{ include "academy-gateway.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Labels that select the gateway's pods only (not the helm test pod). */}}
+{{- define "academy-gateway.podSelectorLabels" -}}
+{{ include "academy-gateway.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
 {{/* The Secret the gateway reads its secrets from. */}}
 {{- define "academy-gateway.secretName" -}}
 {{- default (include "academy-gateway.fullname" .) .Values.secrets.existingSecret }}
@@ -64,6 +70,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Where the configuration file is mounted. */}}
+{{- define "academy-gateway.configFile" -}}
+/etc/academy-gateway/config/config.yaml
+{{- end }}
+
 {{/* The gateway's configuration file: config, with the paths of the mounted TLS files. */}}
 {{- define "academy-gateway.config" -}}
 {{- $cfg := deepCopy .Values.config }}
@@ -79,4 +90,58 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $cfg "redis" $redis }}
 {{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/* The gateway container's environment: the secrets, as ACADEMY_GATEWAY_* overrides. */}}
+{{- define "academy-gateway.env" -}}
+- name: ACADEMY_GATEWAY_OAUTH_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ include "academy-gateway.secretName" . }}, key: client-secret}
+- name: ACADEMY_GATEWAY_SECURITY_ENCRYPTION_KEYS
+  valueFrom:
+    secretKeyRef: {name: {{ include "academy-gateway.secretName" . }}, key: encryption-keys}
+{{- range $var, $key := dict "ACADEMY_GATEWAY_SECURITY_ADMIN_TOKEN" "admin-token" "ACADEMY_GATEWAY_WEBHOOKS_SECRET" "webhook-secret" "ACADEMY_GATEWAY_SECURITY_FORWARD_AUTH_TOKEN" "forward-auth-token" "ACADEMY_GATEWAY_REDIS_URL" "redis-url" }}
+- name: {{ $var }}
+  valueFrom:
+    secretKeyRef: {name: {{ include "academy-gateway.secretName" $ }}, key: {{ $key }}, optional: true}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway container's mounts: the configuration and, when set, the TLS files. */}}
+{{- define "academy-gateway.volumeMounts" -}}
+# Siblings, not nested in one another: a mount point inside a read-only ConfigMap volume cannot be made.
+- name: config
+  mountPath: /etc/academy-gateway/config
+  readOnly: true
+{{- if .Values.tls.secretName }}
+# No subPath: the kubelet then updates the files in place when the Secret changes.
+- name: tls
+  mountPath: /etc/academy-gateway/tls
+  readOnly: true
+{{- end }}
+{{- if .Values.redisCA.secretName }}
+- name: redis-ca
+  mountPath: /etc/academy-gateway/redis-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The volumes behind academy-gateway.volumeMounts. */}}
+{{- define "academy-gateway.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "academy-gateway.fullname" . }}
+{{- if .Values.tls.secretName }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- if .Values.redisCA.secretName }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redisCA.secretName }}
+{{- end }}
 {{- end }}
