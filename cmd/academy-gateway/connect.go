@@ -133,13 +133,17 @@ func checkRedis(ctx context.Context, cfg config.Config) []checkResult {
 	var nodes []redisNode
 	var mu sync.Mutex
 	collect := func(ctx context.Context, c *redis.Client) error {
+		addr := c.Options().Addr
+		if cfg.Redis.MasterName != "" { // a Sentinel-managed client names no address of its own
+			addr = fmt.Sprintf("master %q", cfg.Redis.MasterName)
+		}
 		info, err := c.Info(ctx).Result()
 		if err != nil {
-			return fmt.Errorf("INFO on %s: %w", c.Options().Addr, err)
+			return fmt.Errorf("INFO on %s: %w", addr, err)
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		nodes = append(nodes, parseRedisInfo(c.Options().Addr, info))
+		nodes = append(nodes, parseRedisInfo(addr, info))
 		return nil
 	}
 	var topology string
