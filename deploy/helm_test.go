@@ -602,7 +602,8 @@ func TestChartConfigChangeRollsPods(t *testing.T) {
 	}
 }
 
-// TestChartRefuses: values that cannot work fail at helm template time, naming the value.
+// TestChartRefuses: values that cannot work, and values the schema (values.schema.json) does not
+// know, fail at helm template time, naming the value.
 func TestChartRefuses(t *testing.T) {
 	t.Parallel()
 	ch := loadChart(t)
@@ -611,9 +612,12 @@ func TestChartRefuses(t *testing.T) {
 		values map[string]any
 		want   string
 	}{
-		{"unknown mode", map[string]any{"mode": "daemon"}, `mode "daemon" is not central or sidecar`},
+		{"unknown mode", map[string]any{"mode": "daemon"}, "/mode': value must be one of 'central', 'sidecar'"},
 		{"sidecar without the app", map[string]any{"mode": "sidecar"}, "sidecar.app"},
 		{"ops on loopback", map[string]any{"config": map[string]any{"listen": map[string]any{"ops": "127.0.0.1:9090"}}}, "config.listen.ops"},
+		{"misspelt value", map[string]any{"replicaCont": 2}, "replicaCont"},
+		{"misspelt nested value", map[string]any{"networkPolicy": map[string]any{"authFrm": []any{}}}, "authFrm"},
+		{"wrong type", map[string]any{"replicaCount": "three"}, "replicaCount"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
