@@ -77,7 +77,7 @@ func chartCases() []chartCase {
 		{name: "defaults", values: testSecrets,
 			kinds: with(map[string]int{"Secret": 1, "Service": 2, "PodDisruptionBudget": 1})},
 		{name: "central", file: "helm/values-central.yaml",
-			kinds: with(map[string]int{"Service": 2, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1,
+			kinds: with(map[string]int{"ConfigMap": 2, "Service": 2, "PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1,
 				"ServiceMonitor": 1, "PrometheusRule": 1, "NetworkPolicy": 1})},
 		{name: "sidecar", file: "helm/values-sidecar.yaml",
 			kinds: with(map[string]int{"Service": 2, "NetworkPolicy": 1})},
@@ -470,7 +470,15 @@ func checkSelectors(t *testing.T, objs []object, pod corev1.PodTemplateSpec) {
 // Secret's values (from the rendered Secret, or stand-ins for an existing one).
 func checkConfig(t *testing.T, c chartCase, objs []object, spec corev1.PodSpec, gw corev1.Container) {
 	t.Helper()
-	cm := only[*corev1.ConfigMap](t, objs)
+	var cm *corev1.ConfigMap
+	for _, m := range all[*corev1.ConfigMap](objs) {
+		if _, ok := m.Data["config.yaml"]; ok {
+			cm = m
+		}
+	}
+	if cm == nil {
+		t.Fatal("no ConfigMap holds config.yaml")
+	}
 	body, ok := cm.Data["config.yaml"]
 	if !ok {
 		t.Fatal("ConfigMap has no config.yaml")
@@ -626,6 +634,46 @@ func TestChartRefuses(t *testing.T) {
 				t.Errorf("helm template: %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestChartDashboard: the chart's copy of the dashboard is deploy/grafana/academy-gateway.json,
+// and the ConfigMap carries it unchanged, with the label Grafana's sidecar looks for.
+func TestChartDashboard(t *testing.T) {
+	t.Parallel()
+	shipped, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied, err := os.ReadFile(filepath.Join(chartDir, "files", "academy-gateway.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(shipped, copied) {
+		t.Fatalf("%s/files/academy-gateway.json differs from %s: cp %s %s/files/", chartDir, dashboardFile, dashboardFile, chartDir)
+	}
+	vals, err := chartutil.ReadValuesFile("helm/values-central.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := render(t, loadChart(t), vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, cm := range all[*corev1.ConfigMap](decodeAll(t, rendered)) {
+		if d, ok := cm.Data["academy-gateway.json"]; ok {
+			found = true
+			if d != string(shipped) {
+				t.Error("the dashboard ConfigMap does not carry the dashboard unchanged")
+			}
+			if cm.Labels["grafana_dashboard"] != "1" {
+				t.Errorf("dashboard ConfigMap labels %v, want grafana_dashboard: \"1\"", cm.Labels)
+			}
+		}
+	}
+	if !found {
+		t.Error("values-central.yaml renders no dashboard ConfigMap")
 	}
 }
 
