@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,9 +201,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // start runs the binary until the test ends.
-func start(t *testing.T, bin string, env []string, args ...string) *bytes.Buffer {
+func start(t *testing.T, bin string, env []string, args ...string) *syncBuffer {
 	t.Helper()
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -214,7 +215,7 @@ func start(t *testing.T, bin string, env []string, args ...string) *bytes.Buffer
 }
 
 // waitHTTP polls url until it answers (with 200 when want200), for at most 20 s.
-func waitHTTP(t *testing.T, url string, want200 bool, logs *bytes.Buffer) {
+func waitHTTP(t *testing.T, url string, want200 bool, logs *syncBuffer) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
 	for deadline := time.Now().Add(20 * time.Second); ; {
@@ -291,4 +292,22 @@ func TestComposeOnboarding(t *testing.T) {
 		t.Errorf("the printed curl line answered %s: %s", resp.Status, body)
 	}
 	t.Logf("onboard.sh printed:\n%s", out)
+}
+
+// syncBuffer collects a process's output while the test may read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -384,19 +384,19 @@ func TestImage(t *testing.T) {
 	t.Run("serve", func(t *testing.T) {
 		env := gatewayEnv(trusted.URL + "/token")
 		ops := strings.TrimPrefix(env[1], "ACADEMY_GATEWAY_LISTEN_OPS=")
-		var logs bytes.Buffer
+		var logs syncBuffer
 		cmd := inImage(context.WithoutCancel(t.Context()), env) // CMD ["serve"] is the default; here spelt out
 		cmd.Args = append(cmd.Args, "serve")
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		exited := make(chan struct{})
+		var waitErr error
+		go func() { waitErr = cmd.Wait(); close(exited) }()
 		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				_ = cmd.Process.Kill()
-			}
+			_ = cmd.Process.Kill() // after a clean exit: "process already finished", ignored
+			<-exited
 		})
 		client := &http.Client{Timeout: time.Second}
 		ready := func() bool {
@@ -409,8 +409,8 @@ func TestImage(t *testing.T) {
 		}
 		for deadline := time.Now().Add(20 * time.Second); !ready(); {
 			select {
-			case err := <-done:
-				t.Fatalf("serve exited: %v\n%s", err, logs.String())
+			case <-exited:
+				t.Fatalf("serve exited: %v\n%s", waitErr, logs.String())
 			default:
 			}
 			if time.Now().After(deadline) {
@@ -423,9 +423,9 @@ func TestImage(t *testing.T) {
 			t.Fatal(err)
 		}
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve after SIGTERM: %v\n%s", err, logs.String())
+		case <-exited:
+			if waitErr != nil {
+				t.Errorf("serve after SIGTERM: %v\n%s", waitErr, logs.String())
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("serve did not stop within 30s of SIGTERM:\n%s", logs.String())
