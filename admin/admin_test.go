@@ -728,7 +728,7 @@ func (f failingStore) Connection(context.Context, string) (tokens.Connection, er
 	return tokens.Connection{}, f.err
 }
 func (f failingStore) Revoke(context.Context, string) error { return f.err }
-func (f failingStore) Authorize(context.Context, string) (string, time.Time, error) {
+func (f failingStore) Authorize(context.Context, string, bool) (string, time.Time, error) {
 	return "", time.Time{}, f.err
 }
 

@@ -41,8 +41,8 @@ type fakeStore struct {
 	user string
 }
 
-func (f *fakeStore) CreateTicket(_ context.Context, user string, ttl time.Duration) (string, time.Time, error) {
-	f.user = user
+func (f *fakeStore) CreateTicketFor(_ context.Context, tk tokens.Ticket, ttl time.Duration) (string, time.Time, error) {
+	f.user = tk.User
 	return "tkt-123", time.Now().Add(ttl), nil
 }
 
@@ -63,7 +63,7 @@ func newService(t *testing.T) (*Service, *fakeStore) {
 
 func TestAuthorizeLink(t *testing.T) {
 	s, st := newService(t)
-	link, exp, err := s.Authorize(context.Background(), "alice")
+	link, exp, err := s.Authorize(context.Background(), "alice", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestAuthorizeLink(t *testing.T) {
 		t.Errorf("Authorize = %q, %v for %q", link, exp, st.user)
 	}
 	for _, bad := range []string{"", "a{b}", "a b", strings.Repeat("x", 129)} {
-		if _, _, err := s.Authorize(context.Background(), bad); err == nil {
+		if _, _, err := s.Authorize(context.Background(), bad, false); err == nil {
 			t.Errorf("Authorize(%q) succeeded, want an error", bad)
 		}
 	}
@@ -119,11 +119,11 @@ func (f *failingStore) BindState(context.Context, string) (string, time.Time, er
 	return "", time.Time{}, f.bindErr
 }
 
-func (f *failingStore) ConsumeState(context.Context, string) (string, error) {
+func (f *failingStore) ConsumeTicket(context.Context, string) (tokens.Ticket, error) {
 	if f.consumeErr != nil {
-		return "", f.consumeErr
+		return tokens.Ticket{}, f.consumeErr
 	}
-	return "alice", nil
+	return tokens.Ticket{User: "alice"}, nil
 }
 
 type failingAcademy struct {

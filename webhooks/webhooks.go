@@ -32,16 +32,6 @@ import (
 	"github.com/academy-gateway/academy-gateway/config"
 )
 
-// Reasons a connection became reauth_required, the `reason` of connection.reauth_required.
-const (
-	// ReasonInvalidGrant: the Academy refused the refresh token.
-	ReasonInvalidGrant = "invalid_grant"
-	// ReasonRefreshExpired: the gateway knew by time that the refresh token had expired.
-	ReasonRefreshExpired = "refresh_expired"
-	// ReasonReplaced: the Academy account consented for another gateway user.
-	ReasonReplaced = "replaced"
-)
-
 // Event is one lifecycle event. Data is marshalled as the body's "data" and must never carry a
 // token, key or secret: build events with the constructors below.
 type Event struct {
@@ -66,7 +56,7 @@ func Connected(at time.Time, user string, au AcademyUser, replaced bool) Event {
 	}{user, au, replaced}}
 }
 
-// ReauthRequired is connection.reauth_required with one of the Reason constants.
+// ReauthRequired is connection.reauth_required with reason one of tokens.Reason*.
 func ReauthRequired(at time.Time, user, reason string) Event {
 	return Event{Type: config.EventReauthRequired, Time: at, Data: struct {
 		User   string `json:"user"`

@@ -28,6 +28,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
 	"github.com/academy-gateway/academy-gateway/metrics"
+	"github.com/academy-gateway/academy-gateway/tokens"
 	"github.com/academy-gateway/academy-gateway/webhooks"
 )
 
@@ -382,7 +383,7 @@ func TestKilledReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	if err := q.Publish(t.Context(), webhooks.ReauthRequired(time.Now(), "carol", webhooks.ReasonReplaced)); err != nil {
+	if err := q.Publish(t.Context(), webhooks.ReauthRequired(time.Now(), "carol", tokens.ReasonReplaced)); err != nil {
 		t.Fatal(err)
 	}
 	var id string
