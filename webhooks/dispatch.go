@@ -47,6 +47,9 @@ type Options struct {
 	Poll time.Duration
 	// Consumer names this replica in the consumer group; empty: hostname, pid and a random part.
 	Consumer string
+	// ForgetAfter is how long a consumer (a replica, usually long gone) may stay idle with
+	// nothing pending before it is removed from the group; zero: 1h.
+	ForgetAfter time.Duration
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// Jitter returns a number in [0,1) that spreads retries; nil: math/rand.
@@ -76,6 +79,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Poll <= 0 {
 		o.Poll = time.Second
+	}
+	if o.ForgetAfter <= 0 {
+		o.ForgetAfter = time.Hour
 	}
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: o.AttemptTimeout,
@@ -138,7 +144,7 @@ type attemptState struct {
 // Run delivers events until ctx ends. Redis failures are logged and retried.
 func (d *Dispatcher) Run(ctx context.Context) {
 	hold := make(map[string]*held, d.opts.Batch)
-	var lastBeat, lastClaim time.Time
+	var lastBeat, lastClaim, lastForget time.Time
 	grouped := false
 	for ctx.Err() == nil {
 		if !grouped {
@@ -160,6 +166,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 				d.log.Warn("webhooks: claim idle events", zap.Error(err))
 			}
 			lastClaim = now
+		}
+		if now.Sub(lastForget) >= 4*d.opts.ClaimIdle {
+			d.forgetConsumers(ctx)
+			lastForget = now
 		}
 		if d.attemptDue(ctx, hold) {
 			continue // attempts took time: renew claims and look again before reading
@@ -237,6 +247,30 @@ func (d *Dispatcher) claim(ctx context.Context, hold map[string]*held) error {
 	}
 	return nil
 }
+
+// forgetConsumers removes consumers that hold nothing and have been idle for ForgetAfter: every
+// replica start adds one, so the group would otherwise grow with every restart.
+func (d *Dispatcher) forgetConsumers(ctx context.Context) {
+	cs, err := d.q.rdb.XInfoConsumers(ctx, d.q.streamKey(), group).Result()
+	if err != nil {
+		d.log.Debug("webhooks: list consumers", zap.Error(err))
+		return
+	}
+	for _, c := range cs {
+		if c.Name == d.opts.Consumer || c.Pending > 0 || c.Idle < d.opts.ForgetAfter {
+			continue
+		}
+		if err := forgetScript.Run(ctx, d.q.rdb, []string{d.q.streamKey()}, group, c.Name).Err(); err != nil {
+			d.log.Debug("webhooks: remove idle consumer", zap.Error(err))
+		}
+	}
+}
+
+// forgetScript removes consumer ARGV[2] only while it holds nothing: XGROUP DELCONSUMER drops a
+// consumer's pending entries, which would then never be delivered.
+var forgetScript = redis.NewScript(`
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])`)
 
 // heartbeatScript renews the claim of the entries (ARGV[3..]) still held by consumer ARGV[2]
 // (resetting their idle time without counting a delivery) and returns them; the others were

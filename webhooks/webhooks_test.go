@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,7 +170,9 @@ func TestDeliveryTopologies(t *testing.T) {
 				t.Fatal(err)
 			}
 			startDispatcher(t, q, m, fastOptions(rcv.srv.URL))
-			eventually(t, "a retry and a delivery", func() bool { return len(rcv.deliveries()) >= 2 && pending(t, q) == 0 })
+			eventually(t, "a retry and a delivery", func() bool {
+				return pending(t, q) == 0 && testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("connection.connected", "success")) == 1
+			})
 			got := rcv.deliveries()
 			if len(got) != 2 {
 				t.Fatalf("got %d requests, want 2 (one failed, one delivered)", len(got))
@@ -296,7 +299,9 @@ func TestReceiverDownThenUp(t *testing.T) {
 	rcv.srv.Listener = ln
 	rcv.srv.Start()
 	t.Cleanup(rcv.srv.Close)
-	eventually(t, "every event delivered", func() bool { return pending(t, q) == 0 })
+	eventually(t, "every event delivered", func() bool {
+		return testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("connection.revoked", "success")) == events
+	})
 	ids := map[string]int{}
 	for _, d := range rcv.deliveries() {
 		if d.err != nil {
@@ -401,8 +406,14 @@ func TestKilledReplica(t *testing.T) {
 	}
 
 	m := newMetrics()
-	startDispatcher(t, q, m, fastOptions(rcv.URL))
+	opts := fastOptions(rcv.URL)
+	opts.ForgetAfter = time.Millisecond
+	startDispatcher(t, q, m, opts)
 	eventually(t, "the survivor to deliver the event", func() bool { return pending(t, q) == 0 })
+	eventually(t, "the dead replica to be removed from the group", func() bool {
+		cs, err := rdb.XInfoConsumers(t.Context(), "agw:{wh}:events", "delivery").Result()
+		return err == nil && !slices.ContainsFunc(cs, func(c redis.XInfoConsumer) bool { return c.Name == "doomed" })
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(ids) != 2 || ids[1] != id {
