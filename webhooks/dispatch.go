@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -367,6 +368,12 @@ func (d *Dispatcher) attempt(ctx context.Context, h *held) error {
 	req.Header.Set("webhook-signature", d.signer.Sign(h.id, ts, h.body))
 	resp, err := d.opts.Client.Do(req)
 	if err != nil {
+		// The URL may carry a receiver's token in its query: keep it out of logs and the failed
+		// stream, keep the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("post webhook: %w", err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
