@@ -112,7 +112,11 @@ func TestStartRedirectsToAcademy(t *testing.T) {
 // failingStore and failingAcademy make the callback fail at a chosen step.
 type failingStore struct {
 	Store
-	bindErr, consumeErr error
+	bindErr, consumeErr, connErr error
+}
+
+func (f *failingStore) Connection(context.Context, string) (tokens.Connection, error) {
+	return tokens.Connection{}, f.connErr
 }
 
 func (f *failingStore) BindState(context.Context, string) (string, time.Time, error) {
@@ -129,6 +133,16 @@ func (f *failingStore) ConsumeTicket(context.Context, string) (tokens.Ticket, er
 type failingAcademy struct {
 	Academy
 	exchangeErr error
+	invalidated int
+}
+
+func (f *failingAcademy) Info(context.Context, string) (tokens.Info, error) {
+	return tokens.Info{ID: "1", User: "John Doe"}, nil
+}
+
+func (f *failingAcademy) Invalidate(context.Context, string) error {
+	f.invalidated++
+	return nil
 }
 
 func (f *failingAcademy) Exchange(context.Context, string, string) (tokens.Grant, error) {
@@ -145,22 +159,27 @@ func TestFailurePages(t *testing.T) {
 		exchange   error
 		wantStatus int
 		wantText   string
+		// wantInvalidated: the new tokens were issued by then and must be invalidated.
+		wantInvalidated int
 	}{
-		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used"},
-		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again"},
-		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again"},
-		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again"},
-		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access"},
-		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code"},
+		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used", 0},
+		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0},
+		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again", 0},
+		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0},
+		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access", 0},
+		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code", 0},
 		{"callback: code refused", "/oauth/callback?state=s&code=c", &failingStore{},
-			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link"},
+			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link", 0},
 		{"callback: client secret wrong", "/oauth/callback?state=s&code=c", &failingStore{},
-			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured"},
+			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured", 0},
+		{"callback: earlier connection unreadable (store down)", "/oauth/callback?state=s&code=c",
+			&failingStore{connErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			redirect, _ := url.Parse("https://gw.example.com/oauth/callback")
-			s := New(tt.store, &failingAcademy{exchangeErr: tt.exchange}, Options{RedirectURL: redirect, ClientID: "cid"})
+			ac := &failingAcademy{exchangeErr: tt.exchange}
+			s := New(tt.store, ac, Options{RedirectURL: redirect, ClientID: "cid"})
 			rec := httptest.NewRecorder()
 			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
 			if strings.HasPrefix(tt.path, "/oauth/start") {
@@ -176,6 +195,9 @@ func TestFailurePages(t *testing.T) {
 			}
 			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 				t.Errorf("Content-Type = %q, want an HTML page", ct)
+			}
+			if ac.invalidated != tt.wantInvalidated {
+				t.Errorf("%d invalidate calls, want %d", ac.invalidated, tt.wantInvalidated)
 			}
 		})
 	}
