@@ -52,20 +52,16 @@ func (s *Store) reconcileIdentities(ctx context.Context, conns []Connection) err
 		if c, ok := byUser[named]; ok && c.AcademyID == id && c.Status == StatusActive {
 			continue
 		}
-		want := holder[id].User
 		// Only if nobody re-pinned it since the GET: a new consent is newer than this listing.
-		if err := s.rdb.SetArgs(ctx, s.identityKey(id), want, setIfIs(named)).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		if err := repinScript.Run(ctx, s.rdb, []string{s.identityKey(id)}, named, holder[id].User).Err(); err != nil {
 			return s.observe("reconcile_identity", err)
 		}
 	}
 	return s.observe("reconcile_identity", nil)
 }
 
-// setIfIs: SET NX when the entry was missing; otherwise a plain SET (Redis 7 has no SET IFEQ,
-// and a lost race here only delays the index by one round: the records stay the truth).
-func setIfIs(named string) redis.SetArgs {
-	if named == "" {
-		return redis.SetArgs{Mode: "NX"}
-	}
-	return redis.SetArgs{}
-}
+// repinScript sets the index entry to ARGV[2] only while it still holds ARGV[1] ("": absent).
+var repinScript = redis.NewScript(`
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1`)
