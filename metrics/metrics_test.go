@@ -65,6 +65,12 @@ func record(m *metrics.Metrics) {
 	}
 	m.CacheLookups.WithLabelValues("miss").Inc()
 	m.CacheLookups.WithLabelValues("miss").Inc()
+
+	for range 2 {
+		m.ForwardAuthRequests.WithLabelValues("GET", "200", metrics.OutcomeAllowed).Inc()
+	}
+	m.ForwardAuthRequests.WithLabelValues("DELETE", "403", metrics.OutcomeInsufficientScope).Inc()
+	m.ForwardAuthRequests.WithLabelValues("GET", "403", metrics.OutcomeForbidden).Inc()
 }
 
 // goldens lists which metrics each golden file holds. Every academy_gateway_* metric but
@@ -79,6 +85,7 @@ var goldens = []struct {
 		"academy_gateway_connections",
 		"academy_gateway_token_store_operations_total",
 		"academy_gateway_token_cache_lookups_total",
+		"academy_gateway_forward_auth_requests_total",
 	}},
 	{"testdata/histograms.golden", []string{
 		"academy_gateway_request_duration_seconds",

@@ -70,6 +70,6 @@ func (d *decider) decide(ctx context.Context, method, rawPath string, apiKeys []
 	return err
 }
 
-func newDecider(tok Tokens, opts Options) decider {
-	return decider{tokens: tok, stripPrefixes: opts.StripPrefixes, staticUser: opts.StaticUser}
+func newDecider(tok Tokens, stripPrefixes []string, staticUser string) decider {
+	return decider{tokens: tok, stripPrefixes: stripPrefixes, staticUser: staticUser}
 }

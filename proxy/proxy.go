@@ -77,7 +77,7 @@ func New(tok Tokens, opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Handler{decider: newDecider(tok, opts), tokens: tok, opts: opts, ids: newRequestIDs(),
+	h := &Handler{decider: newDecider(tok, opts.StripPrefixes, opts.StaticUser), tokens: tok, opts: opts, ids: newRequestIDs(),
 		base: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/")}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
