@@ -333,6 +333,20 @@ func TestForwardAuthIngress(t *testing.T) {
 			t.Run("refusals", func(t *testing.T) { fwdRefusals(t, e) })
 			t.Run("one refresh for 50 checks", func(t *testing.T) { fwdRefreshOnce(t, e) })
 			t.Run("refresh failure", func(t *testing.T) { fwdRefreshFails(t, e) })
+			t.Run("gateway unreachable", func(t *testing.T) {
+				// A second ingress whose auth listener address is a closed port.
+				closed := strings.TrimSuffix(strings.TrimPrefix(closedPortURL(t), "redis://"), "/0")
+				e.r.authURL = "http://" + closed
+				ing.start(t, e, academyAddr, ca, "")
+				before := e.tap.count()
+				a := raw(t, e.ingress, "GET", "/api/v1/movies", key(e.full), "")
+				if a.Status != 502 || e.tap.count() != before {
+					t.Fatalf("got %d %s (Academy saw %d), want 502 and nothing forwarded", a.Status, a.Body, e.tap.count()-before)
+				}
+				if code, _ := gatewayError(a.Body); ing.jsonWhenDown && (code != "upstream_unavailable" || a.Header.Get("Retry-After") != "1") {
+					t.Errorf("got %v %s, want the configuration's upstream_unavailable JSON with Retry-After", a.Header, a.Body)
+				}
+			})
 		})
 	}
 }
@@ -340,9 +354,12 @@ func TestForwardAuthIngress(t *testing.T) {
 var ingresses = []struct {
 	name  string
 	start func(t *testing.T, e *fwdEnv, academyAddr, ca, token string)
+	// jsonWhenDown: the configuration answers a check that cannot reach the gateway with a JSON
+	// error of its own (nginx); else the ingress's own 502 (Caddy).
+	jsonWhenDown bool
 }{
-	{"nginx", startNginx},
-	{"caddy", startCaddy},
+	{"nginx", startNginx, true},
+	{"caddy", startCaddy, false},
 }
 
 // TestForwardAuthIngressToken: with security.forward_auth_token set, an ingress configured with
