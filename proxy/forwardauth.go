@@ -82,9 +82,9 @@ type check struct {
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := f.opts.Now()
 	c := &check{requestID: f.ids.from(r.Header.Get("X-Request-Id"))}
-	h := w.Header()
-	h.Set("X-Request-Id", c.requestID)
-	h.Set("Cache-Control", "no-store")
+	h := w.Header() // canonical names assigned directly: Set would canonicalise each again
+	h["X-Request-Id"] = []string{c.requestID}
+	h["Cache-Control"] = []string{"no-store"}
 	if r.URL.Path != ForwardAuthPath {
 		httperr.Write(w, httperr.New(http.StatusNotFound, httperr.NotFound, "The auth listener answers only "+ForwardAuthPath+"."), c.requestID)
 		return
@@ -96,7 +96,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = e.Status
 		f.refuse(w, c, e)
 	} else {
-		h.Set("Authorization", "Bearer "+c.conn.AccessToken)
+		h["Authorization"] = []string{"Bearer " + c.conn.AccessToken}
 		w.WriteHeader(http.StatusOK)
 	}
 	d := f.opts.Now().Sub(start)
