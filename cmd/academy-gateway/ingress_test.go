@@ -404,6 +404,12 @@ func fwdFullKey(t *testing.T, e *fwdEnv) {
 	token := storedToken(t, e)
 	bearer := "Bearer " + token
 	before, lines := e.tap.count(), strings.Count(e.s.logs.String(), `"msg":"forward-auth check"`)
+	allowed := func() float64 {
+		n, _ := obsSum(obsFamilies(t, obsScrape(t, e.r)), "academy_gateway_forward_auth_requests_total",
+			map[string]string{"outcome": "allowed", "code": "200"})
+		return n
+	}
+	allowedBefore := allowed()
 	h := key(e.full)
 	h.Set("Authorization", "Bearer caller-supplied")
 	h.Set("X-Request-Id", "req-fwd-1")
@@ -459,6 +465,9 @@ func fwdFullKey(t *testing.T, e *fwdEnv) {
 	}
 	if strings.Contains(logs, token) || strings.Contains(logs, e.full) {
 		t.Error("the gateway's logs hold the access token or the API key")
+	}
+	if n := allowed() - allowedBefore; n != float64(len(want)) {
+		t.Errorf("forward_auth_requests_total{allowed,200} rose by %v, want %d", n, len(want))
 	}
 }
 
