@@ -56,7 +56,8 @@ type Metrics struct {
 	TokenRefreshDuration prometheus.Histogram
 	// RefreshLockWait is how long a request waited for another refresher (in this or another replica).
 	RefreshLockWait prometheus.Histogram
-	// Connections is the number of stored connections by status, recounted periodically.
+	// Connections is the number of stored connections by status: read from shared counters at
+	// every scrape once SetConnectionsSource was called, and recounted by the background round.
 	Connections *prometheus.GaugeVec
 	// StoreOperations counts token-store operations by operation and result (ok, error).
 	StoreOperations *prometheus.CounterVec
@@ -65,6 +66,12 @@ type Metrics struct {
 	// ForwardAuthRequests counts forward-auth checks by the checked method (X-Forwarded-Method),
 	// status code and outcome.
 	ForwardAuthRequests *prometheus.CounterVec
+	// WebhookDeliveries counts webhook delivery attempts by event type and result (success,
+	// retry, failed).
+	WebhookDeliveries *prometheus.CounterVec
+
+	webhookPending *pendingGauge
+	connections    *connectionsCollector
 }
 
 // latencyBuckets span sub-millisecond gateway overhead up to the default 30 s upstream timeout.
@@ -117,7 +124,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "academy_gateway_forward_auth_requests_total",
 			Help: "Forward-auth checks answered on the auth listener, by checked method, status code and outcome.",
 		}, []string{"method", "code", "outcome"}),
+		WebhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "academy_gateway_webhook_deliveries_total",
+			Help: "Webhook delivery attempts by event type and result (success, retry, failed).",
+		}, []string{"event", "result"}),
+		webhookPending: &pendingGauge{desc: prometheus.NewDesc("academy_gateway_webhook_pending",
+			"Webhook events recorded and not yet delivered, all replicas together.", nil, nil)},
 	}
+	m.connections = &connectionsCollector{vec: m.Connections}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "academy_gateway_build_info",
 		Help: "Always 1; labels carry the gateway's version and Go version.",
@@ -125,8 +139,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamDuration, m.TokenRefreshes,
-		m.TokenRefreshDuration, m.RefreshLockWait, m.Connections, m.StoreOperations,
-		m.CacheLookups, m.ForwardAuthRequests, buildInfo,
+		m.TokenRefreshDuration, m.RefreshLockWait, m.connections, m.StoreOperations,
+		m.CacheLookups, m.ForwardAuthRequests, m.WebhookDeliveries, m.webhookPending, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series exist from the start, so rate() and increase() count the first event after a restart.
