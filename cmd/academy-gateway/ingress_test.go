@@ -331,6 +331,7 @@ func TestForwardAuthIngress(t *testing.T) {
 			ing.start(t, e, academyAddr, ca, "")
 			t.Run("full key reaches the Academy", func(t *testing.T) { fwdFullKey(t, e) })
 			t.Run("refusals", func(t *testing.T) { fwdRefusals(t, e) })
+			t.Run("no reactive refresh", func(t *testing.T) { fwdNoReactiveRefresh(t, e) })
 			t.Run("one refresh for 50 checks", func(t *testing.T) { fwdRefreshOnce(t, e) })
 			t.Run("refresh failure", func(t *testing.T) { fwdRefreshFails(t, e) })
 			t.Run("gateway unreachable", func(t *testing.T) {
@@ -534,6 +535,23 @@ func fwdRefusals(t *testing.T, e *fwdEnv) {
 				t.Errorf("refusal headers leak: %v", a.Header)
 			}
 		})
+	}
+}
+
+// fwdNoReactiveRefresh: when the Academy refuses a token the gateway believes valid, the caller
+// gets the Academy's own 401: the gateway never sees it, so nothing is refreshed (SPEC §4.1).
+func fwdNoReactiveRefresh(t *testing.T, e *fwdEnv) {
+	e.s.sim.ExpireAccessTokens(e.s.sim.Users()[0].ID) // John's current token, alice's connection
+	stats, before := e.s.sim.Stats(), e.tap.count()
+	a := raw(t, e.ingress, "GET", "/api/v1/movies", key(e.full), "")
+	if code, _ := gatewayError(a.Body); a.Status != 401 || code != "" || !strings.Contains(a.Body, "expired") {
+		t.Errorf("got %d %s, want the Academy's own 401", a.Status, a.Body)
+	}
+	if n := e.tap.count() - before; n != 1 {
+		t.Errorf("the Academy saw %d requests, want 1 (no retry)", n)
+	}
+	if after := e.s.sim.Stats(); after.Refreshes != stats.Refreshes {
+		t.Errorf("%d refreshes, want none", after.Refreshes-stats.Refreshes)
 	}
 }
 
