@@ -146,10 +146,14 @@ func (f *ForwardAuth) refuse(w http.ResponseWriter, c *check, e *httperr.Error) 
 	if e.Status >= 500 && e.Err != nil {
 		f.opts.Logger.Warn("forward-auth check failed", zap.String("request_id", c.requestID), zap.String("code", string(e.Code)), zap.Error(e.Err))
 	}
-	if e.Status != httperr.StatusClientClosed {
-		b, _ := json.Marshal(httperr.Body{Error: httperr.Detail{Code: e.Code, Message: e.Message, RequestID: c.requestID}})
-		w.Header().Set(ErrorHeader, string(b))
+	if e.Status == httperr.StatusClientClosed {
+		// The ingress gave up; write a refusal anyway, since a handler that writes nothing
+		// answers 200, which an ingress still listening would take for "allowed".
+		w.WriteHeader(http.StatusBadGateway)
+		return
 	}
+	b, _ := json.Marshal(httperr.Body{Error: httperr.Detail{Code: e.Code, Message: e.Message, RequestID: c.requestID}})
+	w.Header()[ErrorHeader] = []string{string(b)}
 	httperr.Write(w, e, c.requestID)
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -378,5 +379,26 @@ func TestForwardAuthAccessLog(t *testing.T) {
 				t.Errorf("log line %q %s contains %q", e.Message, line, secret)
 			}
 		}
+	}
+}
+
+// cancelledTokens fails Token as when the ingress closed the check while it waited for a refresh.
+type cancelledTokens struct{ *fakeTokens }
+
+func (cancelledTokens) Token(context.Context, tokens.Connection) (tokens.Connection, bool, error) {
+	return tokens.Connection{}, false, fmt.Errorf("wait for refresh of alice: %w", context.Canceled)
+}
+
+// TestForwardAuthClientClosedIsNoAllow: a check whose ingress went away is never answered with
+// the 200 that a handler writing nothing would give.
+func TestForwardAuthClientClosedIsNoAllow(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	fa := NewForwardAuth(cancelledTokens{newFakeTokens()}, ForwardAuthOptions{Metrics: m})
+	rec := askWith(fa, "GET", "/api/v1/movies", keyHeader())
+	if rec.Code == http.StatusOK || rec.Header().Get("Authorization") != "" {
+		t.Fatalf("got %d with Authorization %q, want a refusal", rec.Code, rec.Header().Get("Authorization"))
+	}
+	if n := testutil.ToFloat64(m.ForwardAuthRequests.WithLabelValues("GET", "499", metrics.OutcomeUpstreamError)); n != 1 {
+		t.Errorf("forward_auth_requests_total{GET,499,upstream_error} = %v, want 1", n)
 	}
 }
