@@ -29,17 +29,17 @@ func (e env) openForCLI(path string) (*app, error) {
 }
 
 func (e env) keys(ctx context.Context, args []string) error {
-	if err := checkSubcommand("keys", args, "create", "list", "revoke"); err != nil {
+	if err := e.checkSubcommand("keys", args, "create", "list", "revoke"); err != nil {
 		return err
 	}
 	fs, path := e.newFlags("keys " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
 	switch args[0] {
 	case "create":
-		user := fs.String("user", "", "the user the key acts for (required)")
-		scopes := fs.String("scopes", "", "comma-separated ceiling: read,write,delete (default: whatever the connection grants)")
-		name := fs.String("name", "", "a label for the key")
-		existing := fs.String("key", "", "register this existing legacy v1 key instead of issuing a new one")
+		user := fs.String("user", "", "the `USER` the key acts for (required)")
+		scopes := fs.String("scopes", "", "comma-separated ceiling `SCOPES`: read,write,delete (default: whatever the connection grants)")
+		name := fs.String("name", "", "a label for the key (`TEXT`)")
+		existing := fs.String("key", "", "register this existing legacy v1 `KEY` instead of issuing a new one")
 		if _, err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -70,7 +70,7 @@ func (e env) keys(ctx context.Context, args []string) error {
 			k.ID, k.User, scopeText(k.Scopes), key)
 		return nil
 	case "list":
-		user := fs.String("user", "", "only this user's keys")
+		user := fs.String("user", "", "only the keys of `USER`")
 		if _, err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -101,9 +101,6 @@ func (e env) keys(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if len(pos) != 1 {
-			return usagef("keys revoke: want one key id")
-		}
 		a, err := e.openForCLI(*path)
 		if err != nil {
 			return err
@@ -132,7 +129,7 @@ func parseScopes(s string) ([]string, error) {
 }
 
 func (e env) connections(ctx context.Context, args []string) error {
-	if err := checkSubcommand("connections", args, "authorize", "list", "show", "revoke"); err != nil {
+	if err := e.checkSubcommand("connections", args, "authorize", "list", "show", "revoke"); err != nil {
 		return err
 	}
 	fs, path := e.newFlags("connections " + args[0])
@@ -141,12 +138,8 @@ func (e env) connections(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	wantUser := args[0] != "list"
-	if wantUser && (len(pos) != 1 || !tokens.ValidUser(pos[0])) {
-		return usagef("connections %s: want one user id", args[0])
-	}
-	if !wantUser && len(pos) != 0 {
-		return usagef("connections list: takes no arguments")
+	if args[0] != "list" && !tokens.ValidUser(pos[0]) {
+		return usagef("connections %s: %q is not a user id (1-128 letters, digits or ._@+-)", args[0], pos[0])
 	}
 	a, err := e.openForCLI(*path)
 	if err != nil {
@@ -230,11 +223,16 @@ func timeText(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// checkSubcommand refuses a missing or unknown subcommand before anything is loaded.
-func checkSubcommand(cmd string, args []string, subs ...string) error {
+// checkSubcommand refuses a missing or unknown subcommand before anything is loaded; "--help"
+// in its place prints the group's commands.
+func (e env) checkSubcommand(cmd string, args []string, subs ...string) error {
 	want := strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
 	if len(args) == 0 {
-		return usagef("%s: want %s", cmd, want)
+		return usagef("%s: want %s (see academy-gateway %s --help)", cmd, want, cmd)
+	}
+	if isHelp(args[0]) {
+		printUsage(e.stdout, cmd)
+		return errHelpShown
 	}
 	if !slices.Contains(subs, args[0]) {
 		return usagef("%s: unknown subcommand %q (want %s; flags follow the subcommand)", cmd, args[0], want)

@@ -497,9 +497,9 @@ redis:
 		{name: "keys create bad --scopes", args: []string{"keys", "create", "--user", "alice", "--scopes", "read,admin"}, code: 2, msg: `"admin"`},
 		{name: "keys create bad --key", args: []string{"keys", "create", "--user", "alice", "--key", "agw_typo"}, code: 2, msg: "--key"},
 		{name: "keys create unknown flag", args: []string{"keys", "create", "--user", "alice", "--bogus"}, code: 2, msg: "bogus"},
-		{name: "keys revoke without id", args: []string{"keys", "revoke"}, code: 2, msg: "want one key id"},
+		{name: "keys revoke without id", args: []string{"keys", "revoke"}, code: 2, msg: "keys revoke: missing ID"},
 		{name: "connections without subcommand", args: []string{"connections"}, bare: true, code: 2, msg: "connections: want"},
-		{name: "connections show without user", args: []string{"connections", "show"}, code: 2, msg: "want one user id"},
+		{name: "connections show without user", args: []string{"connections", "show"}, code: 2, msg: "connections show: missing USER"},
 		{name: "connections list with argument", args: []string{"connections", "list", "alice"}, code: 2, msg: "takes no arguments"},
 		{name: "connections unknown subcommand", args: []string{"connections", "purge", "alice"}, code: 2, msg: `"purge"`},
 		{
@@ -641,4 +641,81 @@ func TestCLIVersionAndHelp(t *testing.T) {
 			t.Errorf("help lacks %q:\n%s", cmd, stdout.String())
 		}
 	}
+}
+
+// TestCLIUsage: every command's --help succeeds on stdout with its synopsis (positional
+// arguments shown); the command groups and the program answer --help too; junk arguments and
+// unknown flags are usage errors reported once (exit 2), nothing printed by the flag package.
+func TestCLIUsage(t *testing.T) {
+	t.Parallel()
+	type helpCase struct {
+		args []string
+		want string // the first line of stdout
+	}
+	helps := []helpCase{
+		{args: []string{"--help"}, want: "usage: academy-gateway <command> [flags] [arguments]"},
+		{args: []string{"-h"}, want: "usage: academy-gateway <command> [flags] [arguments]"},
+		{args: []string{"help"}, want: "usage: academy-gateway <command> [flags] [arguments]"},
+		{args: []string{"keys", "--help"}, want: "usage: academy-gateway keys <subcommand> [flags] [arguments]"},
+		{args: []string{"connections", "-h"}, want: "usage: academy-gateway connections <subcommand> [flags] [arguments]"},
+		{args: []string{"help", "keys", "revoke"}, want: "usage: academy-gateway keys revoke [flags] ID"},
+	}
+	for _, c := range commands {
+		helps = append(helps, helpCase{args: append(strings.Fields(c.name), "--help"), want: "usage: " + usageLine(c)})
+	}
+	for _, tt := range helps {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(t.Context(), tt.args, mapEnv(nil), &stdout, &stderr); err != nil {
+				t.Fatalf("exit status %d: %v", exitCode(err, io.Discard), err)
+			}
+			if first, _, _ := strings.Cut(stdout.String(), "\n"); first != tt.want {
+				t.Errorf("first line %q, want %q\n%s", first, tt.want, stdout.String())
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("stderr %q, want nothing", stderr.String())
+			}
+		})
+	}
+	if out := runCLI(t, mapEnv(nil), "keys", "create", "--help"); !strings.Contains(out, "--user USER") || !strings.Contains(out, "--key KEY") {
+		t.Errorf("keys create --help does not show --user USER and --key KEY:\n%s", out)
+	}
+	if out := runCLI(t, mapEnv(nil), "--version"); !strings.HasPrefix(out, "academy-gateway ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("--version printed %q", out)
+	}
+
+	junk := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"version", "--bogus"}, "version: unknown flag --bogus (see academy-gateway version --help)"},
+		{[]string{"version", "extra"}, `version: takes no arguments, got "extra"`},
+		{[]string{"serve", "extra"}, `serve: takes no arguments, got "extra"`},
+		{[]string{"check-config", "extra"}, `check-config: takes no arguments, got "extra"`},
+		{[]string{"keys", "create", "alice"}, `keys create: takes no arguments, got "alice" (usage: academy-gateway keys create --user USER [flags])`},
+		{[]string{"keys", "revoke", "a", "b"}, `keys revoke: unexpected argument "b" (usage: academy-gateway keys revoke [flags] ID)`},
+		{[]string{"connections", "show", "alice", "bob"}, `connections show: unexpected argument "bob"`},
+		{[]string{"connections", "show", "a{b}"}, `connections show: "a{b}" is not a user id`},
+		{[]string{"sim", "--minute", "soon"}, `sim: invalid value "soon" for flag -minute`},
+		{[]string{"demo", "--bogus"}, "demo: unknown flag --bogus"},
+		{[]string{"keys", "list", "--bogus"}, "keys list: unknown flag --bogus"},
+		{[]string{"--bogus"}, `unknown command "--bogus" (see academy-gateway --help)`},
+	}
+	for _, tt := range junk {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tt.args, mapEnv(nil), &stdout, &stderr)
+			wantExit(t, err, 2, tt.msg)
+			if stdout.Len() != 0 || stderr.Len() != 0 {
+				t.Errorf("printed stdout %q stderr %q besides the error, want nothing (the error is printed once, by main)", stdout.String(), stderr.String())
+			}
+		})
+	}
+	t.Run("a positional after --", func(t *testing.T) {
+		f, _ := env{stdout: io.Discard, stderr: io.Discard}.newFlags("keys revoke")
+		pos, err := parse(f, []string{"--", "-dash-id"})
+		if err != nil || !slices.Equal(pos, []string{"-dash-id"}) {
+			t.Errorf("parse(-- -dash-id) = %q, %v; want the argument", pos, err)
+		}
+	})
 }

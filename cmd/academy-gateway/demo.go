@@ -23,9 +23,9 @@ import (
 // simulator, the gateway, a demo user onboarded through the real OAuth2 flow and an API key.
 func (e env) demo(ctx context.Context, args []string) error {
 	fs, _ := e.newFlags("demo")
-	proxyAddr := fs.String("proxy-listen", "127.0.0.1:8080", "gateway proxy listener")
-	opsAddr := fs.String("ops-listen", "127.0.0.1:9090", "gateway ops listener (metrics, health, admin)")
-	simAddr := fs.String("sim-listen", "127.0.0.1:0", "Academy simulator listener")
+	proxyAddr := fs.String("proxy-listen", "127.0.0.1:8080", "gateway proxy listener `ADDR`")
+	opsAddr := fs.String("ops-listen", "127.0.0.1:9090", "gateway ops listener `ADDR` (metrics, health, admin)")
+	simAddr := fs.String("sim-listen", "127.0.0.1:0", "Academy simulator listener `ADDR`")
 	minute := fs.Duration("minute", 2*time.Second, "how long one Academy minute lasts; tokens live 5 minutes")
 	if _, err := parse(fs, args); err != nil {
 		return err

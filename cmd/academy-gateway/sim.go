@@ -14,10 +14,10 @@ import (
 // sim runs the Academy API v2 simulator standalone.
 func (e env) sim(ctx context.Context, args []string) error {
 	fs, _ := e.newFlags("sim")
-	listen := fs.String("listen", "127.0.0.1:8081", "address to serve on")
+	listen := fs.String("listen", "127.0.0.1:8081", "`ADDR` to serve on")
 	minute := fs.Duration("minute", time.Minute, "how long one Academy minute lasts (1s makes expires_in: 5 last 5 s)")
-	clientID := fs.String("client-id", sim.DefaultClientID, "the client id the simulator accepts")
-	clientSecret := fs.String("client-secret", sim.DefaultClientSecret, "the client secret the simulator accepts")
+	clientID := fs.String("client-id", sim.DefaultClientID, "the client `ID` the simulator accepts")
+	clientSecret := fs.String("client-secret", sim.DefaultClientSecret, "the client `SECRET` the simulator accepts")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
