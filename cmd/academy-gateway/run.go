@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"runtime"
 	"runtime/debug"
+	"slices"
 
 	"github.com/academy-gateway/academy-gateway/config"
 )
