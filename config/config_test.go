@@ -98,7 +98,6 @@ redis:
   addrs: ["10.0.0.1:26379", "10.0.0.2:26379"]
   master_name: mymaster
   key_prefix: "t:"
-  tls_ca_file: /tls/ca.crt
 security:
   encryption_keys:
     - ` + testKey2 + `
@@ -239,7 +238,6 @@ func TestLoadFile(t *testing.T) {
 					Addrs:      []string{"10.0.0.1:26379", "10.0.0.2:26379"},
 					MasterName: "mymaster",
 					KeyPrefix:  "t:",
-					TLSCAFile:  "/tls/ca.crt",
 				},
 				Security: config.Security{EncryptionKeys: []string{testKey2, testKey1}, AdminToken: "adm", ForwardAuthToken: "fwd"},
 				Identity: config.Identity{Mode: config.ModeStatic, StaticUser: "alice"},
@@ -506,6 +504,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "auth on the ops address", content: "listen:\n  ops: \":9090\"\n  auth: \":9090\"\n", wantKey: "listen.auth"},
 		{name: "tls cert without key", content: "listen:\n  tls_cert_file: /c.pem\n", wantKey: "listen.tls_key_file"},
 		{name: "tls key without cert", content: "listen:\n  tls_key_file: /k.pem\n", wantKey: "listen.tls_key_file"},
+		{name: "tls_ca_file with a plain redis url", content: "redis:\n  url: \"redis://h:6379/0\"\n  tls_ca_file: /ca.pem\n", wantKey: "redis.tls_ca_file"},
+		{name: "tls_ca_file with the embedded redis", content: "redis:\n  url: \"\"\n  tls_ca_file: /ca.pem\n", wantKey: "redis.tls_ca_file"},
+		{name: "tls_ca_file with sentinel addrs", content: "redis:\n  url: \"\"\n  addrs: [\"h:26379\"]\n  master_name: m\n  tls_ca_file: /ca.pem\n", wantKey: "redis.tls_ca_file"},
 		{name: "zero read_header_timeout", content: "server:\n  read_header_timeout: 0s\n", wantKey: "server.read_header_timeout"},
 		{name: "zero read_timeout", content: "server:\n  read_timeout: 0s\n", wantKey: "server.read_timeout"},
 		{name: "zero idle_timeout", content: "server:\n  idle_timeout: 0s\n", wantKey: "server.idle_timeout"},

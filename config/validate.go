@@ -86,6 +86,9 @@ func (c *Config) Validate() error {
 			return &Error{Key: "redis.url", Msg: "must be a redis://, rediss:// or unix:// URL"}
 		}
 	}
+	if c.Redis.TLSCAFile != "" && !strings.HasPrefix(c.Redis.URL, "rediss://") {
+		return &Error{Key: "redis.tls_ca_file", Msg: "needs a rediss:// redis.url (TLS to Sentinel or Cluster nodes is not supported)"}
+	}
 	if len(c.Security.EncryptionKeys) == 0 {
 		return &Error{Key: "security.encryption_keys", Msg: "at least one key is required (base64 of 32 random bytes: openssl rand -base64 32)"}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
 	"github.com/academy-gateway/academy-gateway/proxy"
+	"github.com/academy-gateway/academy-gateway/tlsreload"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -49,6 +50,7 @@ type app struct {
 	academy *tokens.Academy
 	mgr     *tokens.Manager
 	onboard *onboard.Service
+	opts    appOptions
 	closers []func()
 	// watching is closed once the cache-invalidation subscription is live.
 	watching chan struct{}
@@ -60,10 +62,12 @@ type appOptions struct {
 	managerInterval time.Duration
 	// cacheTTL overrides how long cached keys and connections are served (zero: 1s).
 	cacheTTL time.Duration
+	// tls overrides how the listeners' certificate is reloaded (zero: tlsreload's defaults).
+	tls tlsreload.Options
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
+	a := &app{cfg: cfg, log: log, opts: opts, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
 	v, _ := buildVersion()
 	a.m = metrics.New(a.reg, v)
 
@@ -115,6 +119,11 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		opts, err := redis.ParseURL(r.URL)
 		if err != nil {
 			return nil, usageError{&config.Error{Key: "redis.url", Msg: err.Error()}}
+		}
+		if r.TLSCAFile != "" && opts.TLSConfig != nil { // rediss:// (validated by config)
+			if opts.TLSConfig.RootCAs, err = redisCAPool(r.TLSCAFile); err != nil {
+				return nil, usageError{err}
+			}
 		}
 		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		return redis.NewClient(opts), nil
@@ -218,9 +227,14 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 		}
 	}
 	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
+	tlsConfig, err := a.listenerTLS(a.opts.tls)
+	if err != nil {
+		return err
+	}
+	servers[0].TLSConfig = tlsConfig // the proxy listener; ops stays plain HTTP
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{proxyLn, opsLn} {
-		go func() { errc <- servers[i].Serve(ln) }()
+		go func() { errc <- serveOn(servers[i], ln) }()
 	}
 	mctx, stopManager := context.WithCancel(ctx)
 	var background sync.WaitGroup
@@ -230,7 +244,6 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
 		zap.String("upstream", a.cfg.Upstream.BaseURL))
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:

@@ -122,8 +122,13 @@ func randomB64(n int) string {
 // follows the gateway's redirect to the Academy's consent page, picks the Academy user (the
 // simulator's sim_user choice), and follows the redirects back to the gateway's callback.
 func onboardViaHTTP(ctx context.Context, link, academyUser string) error {
+	return onboardThrough(ctx, http.DefaultTransport, link, academyUser)
+}
+
+// onboardThrough is onboardViaHTTP over a given transport (tests pass one that trusts their CA).
+func onboardThrough(ctx context.Context, rt http.RoundTripper, link, academyUser string) error {
 	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, Timeout: 10 * time.Second,
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := get(ctx, client, link)
 	if err != nil {
