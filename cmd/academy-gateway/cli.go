@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -50,6 +51,9 @@ func (e env) keys(ctx context.Context, args []string) error {
 		if !tokens.ValidUser(*user) {
 			return usagef("keys create: --user must be 1-128 letters, digits or ._@+-")
 		}
+		if err := checkExistingKey(fs, *existing); err != nil {
+			return err
+		}
 		a, err := e.openForCLI(*path)
 		if err != nil {
 			return err
@@ -57,11 +61,12 @@ func (e env) keys(ctx context.Context, args []string) error {
 		defer a.Close()
 		k, key, err := a.store.IssueKey(ctx, *user, sc, *name, *existing)
 		if errors.Is(err, tokens.ErrMalformedKey) {
-			return usageError{fmt.Errorf("--key: %w", err)}
+			return usageError{fmt.Errorf("keys create: --key: %w", err)}
 		}
 		if err != nil {
 			return err
 		}
+		e.warnUnconnected(ctx, a, k.User)
 		if *asJSON {
 			return writeJSON(e.stdout, admin.CreatedKeyJSON{ID: k.ID, Key: key, User: k.User,
 				Scopes: k.Scopes, Name: k.Name, CreatedAt: k.CreatedAt})
@@ -117,6 +122,35 @@ func (e env) keys(ctx context.Context, args []string) error {
 		return nil
 	}
 	panic("unreachable: subcommand checked above")
+}
+
+// checkExistingKey refuses a --key that was given but cannot be registered, before anything is
+// opened. An empty --key is refused too: it is what `--key "$UNSET"` passes, and issuing a new
+// key in its place would leave the legacy caller with a key it does not have.
+func checkExistingKey(fs *flag.FlagSet, key string) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "key" })
+	switch {
+	case !given:
+		return nil
+	case key == "":
+		return usagef("keys create: --key is empty (an unset variable?); leave --key out to issue a new key, or pass the legacy key: %s", tokens.KeyRule)
+	case !tokens.WellFormed(key):
+		return usagef("keys create: --key: %v: %s", tokens.ErrMalformedKey, tokens.KeyRule)
+	}
+	return nil
+}
+
+// warnUnconnected tells the operator, on stderr, that a key was made for a user who cannot use it
+// yet: without an active connection every call answers 401 until the user is onboarded.
+func (e env) warnUnconnected(ctx context.Context, a *app, user string) {
+	c, err := a.store.Connection(ctx, user)
+	switch {
+	case errors.Is(err, tokens.ErrNotConnected):
+		fmt.Fprintf(e.stderr, "warning: %s has no connection yet: calls with this key answer 401 not_connected until %s is onboarded (academy-gateway connections authorize %s)\n", user, user, user)
+	case err == nil && c.Status == tokens.StatusReauthRequired:
+		fmt.Fprintf(e.stderr, "warning: the connection of %s needs reauthorization: calls with this key answer 401 reauthorization_required until %s is onboarded again (academy-gateway connections authorize %s)\n", user, user, user)
+	}
 }
 
 // parseScopes reads a --scopes list: read, write and delete only.

@@ -246,6 +246,48 @@ func TestCLIKeys(t *testing.T) {
 	f.fail(1, "no key with id", "keys", "revoke", "0123456789abcdef")
 }
 
+// TestCLIKeysWarnings: a key made for a user without an active connection comes with a warning
+// on stderr (stdout stays the key, or clean JSON) that names the onboarding command; a user
+// with an active connection gets none. The key is never in the warning.
+func TestCLIKeysWarnings(t *testing.T) {
+	t.Parallel()
+	f := newCLIFixture(t)
+	create := func(args ...string) (stdout, stderr string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := run(t.Context(), append(append([]string{"keys", "create"}, args...), "--config", f.config), f.getenv, &out, &errOut); err != nil {
+			t.Fatalf("keys create %v: %v", args, err)
+		}
+		return out.String(), errOut.String()
+	}
+	out, warn := create("--user", "nobody", "--json")
+	var created struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("stdout is not the JSON alone: %v: %q", err, out)
+	}
+	if !strings.Contains(warn, "warning: nobody has no connection yet") || !strings.Contains(warn, "academy-gateway connections authorize nobody") {
+		t.Errorf("stderr %q, want a warning naming the onboarding command", warn)
+	}
+	if strings.Contains(warn, created.Key) {
+		t.Error("the warning carries the key")
+	}
+
+	conn := tokens.Connection{User: "carol", Scopes: []string{"connect", "read"}}.WithGrant(simGrant(t, f.simURL, "john"))
+	if _, err := f.store.PutConnection(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, warn := create("--user", "carol"); warn != "" {
+		t.Errorf("a connected user got the warning %q", warn)
+	}
+	conn.User, conn.Status = "dave", tokens.StatusReauthRequired
+	if _, err := f.store.PutConnection(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, warn := create("--user", "dave"); !strings.Contains(warn, "needs reauthorization") {
+		t.Errorf("a user in reauth_required got %q, want the reauthorization warning", warn)
+	}
+}
+
 // simGrant walks the simulator's code flow directly and returns a live token pair of the demo
 // user academyUser ("john", "jane").
 func simGrant(t *testing.T, simURL, academyUser string) tokens.Grant {
@@ -496,6 +538,10 @@ redis:
 		{name: "keys create bad --user", args: []string{"keys", "create", "--user", "a{b}"}, code: 2, msg: "--user"},
 		{name: "keys create bad --scopes", args: []string{"keys", "create", "--user", "alice", "--scopes", "read,admin"}, code: 2, msg: `"admin"`},
 		{name: "keys create bad --key", args: []string{"keys", "create", "--user", "alice", "--key", "agw_typo"}, code: 2, msg: "--key"},
+		{name: "keys create --key agw_abc says what a key is", args: []string{"keys", "create", "--user", "alice", "--key", "agw_abc"}, code: 2, msg: "--key: malformed API key: " + tokens.KeyRule},
+		{name: "keys create --key of 3 characters", args: []string{"keys", "create", "--user", "alice", "--key", "abc"}, code: 2, msg: "12 to 512 printable ASCII characters"},
+		{name: "keys create --key from an unset variable", args: []string{"keys", "create", "--user", "alice", "--key", ""}, code: 2, msg: "--key is empty (an unset variable?)"},
+		{name: "keys create --key= empty", args: []string{"keys", "create", "--user", "alice", "--key="}, code: 2, msg: "--key is empty"},
 		{name: "keys create unknown flag", args: []string{"keys", "create", "--user", "alice", "--bogus"}, code: 2, msg: "bogus"},
 		{name: "keys revoke without id", args: []string{"keys", "revoke"}, code: 2, msg: "keys revoke: missing ID"},
 		{name: "connections without subcommand", args: []string{"connections"}, bare: true, code: 2, msg: "connections: want"},
