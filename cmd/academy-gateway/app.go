@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +65,9 @@ type appOptions struct {
 	cacheTTL time.Duration
 	// tls overrides how the listeners' certificate is reloaded (zero: tlsreload's defaults).
 	tls tlsreload.Options
+	// embeddedRedis says the embedded Redis is chosen, not an empty redis.url left by mistake
+	// (demo): it is then noted at INFO instead of warned about.
+	embeddedRedis bool
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
@@ -139,7 +143,11 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("start embedded redis: %w", err)
 	}
 	a.closers = append(a.closers, mr.Close)
-	a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	if a.opts.embeddedRedis {
+		a.log.Info("using an embedded in-process Redis; nothing is persisted", zap.String("addr", mr.Addr()))
+	} else {
+		a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	}
 	return redis.NewClient(&redis.Options{Addr: mr.Addr()}), nil
 }
 
@@ -262,19 +270,35 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	return err
 }
 
-// newLogger builds the zap logger of log.level and log.format, writing to w.
+// newLogger builds the zap logger of log.level and log.format, writing to w. The console
+// format colours levels only when w is a terminal: colour codes in a file or a log collector
+// are noise.
 func newLogger(c config.Log, w io.Writer) *zap.Logger {
 	level, _ := zapcore.ParseLevel(c.Level) // validated by config
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
 	var encoder zapcore.Encoder
 	if c.Format == "console" {
-		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		if isTerminal(w) {
+			enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		encoder = zapcore.NewConsoleEncoder(enc)
 	} else {
 		encoder = zapcore.NewJSONEncoder(enc)
 	}
 	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+// isTerminal reports whether w is a character device such as a terminal (not a file, pipe or
+// buffer).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // serve is the serve command.
@@ -287,7 +311,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, e.stderr)
+	log := e.logger(cfg.Log)
 	defer log.Sync()
 	a, err := newApp(cfg, log, appOptions{})
 	if err != nil {

@@ -26,7 +26,7 @@ func (e env) openForCLI(path string) (*app, error) {
 		return nil, err
 	}
 	cfg.Log.Level = "warn"
-	return newApp(cfg, newLogger(cfg.Log, e.stderr), appOptions{})
+	return newApp(cfg, e.logger(cfg.Log), appOptions{})
 }
 
 func (e env) keys(ctx context.Context, args []string) error {

@@ -765,3 +765,38 @@ func TestCLIUsage(t *testing.T) {
 		}
 	})
 }
+
+// TestCLIEnvironment: the README's exports work with no configuration file, and a mistyped
+// ACADEMY_GATEWAY_* variable in the process environment is a configuration error naming it
+// (exit 2), as main passes the environment.
+func TestCLIEnvironment(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{
+		"ACADEMY_CLIENT_ID": "readme-id", "ACADEMY_CLIENT_SECRET": "readme-secret-value",
+		"ACADEMY_GATEWAY_ENCRYPTION_KEY": cliEncryptionKey, "ACADEMY_GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+	}
+	environ := func(m map[string]string) func() []string {
+		return func() []string {
+			var out []string
+			for k, v := range m {
+				out = append(out, k+"="+v)
+			}
+			return out
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	e := env{getenv: mapEnv(vars), environ: environ(vars), stdout: &stdout, stderr: &stderr}
+	if err := e.run(t.Context(), []string{"check-config"}); err != nil {
+		t.Fatalf("check-config with the README's variables and no file: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "client_id: readme-id") || strings.Contains(stdout.String(), "readme-secret-value") {
+		t.Errorf("check-config printed:\n%s", stdout.String())
+	}
+
+	typo := map[string]string{"ACADEMY_GATEWAY_REDIS_URLL": "redis://127.0.0.1:6379/0"}
+	for k, v := range vars {
+		typo[k] = v
+	}
+	e = env{getenv: mapEnv(typo), environ: environ(typo), stdout: io.Discard, stderr: io.Discard}
+	wantExit(t, e.run(t.Context(), []string{"check-config"}), 2, "ACADEMY_GATEWAY_REDIS_URLL: unknown environment variable")
+}

@@ -10,11 +10,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	rl := &redisLog{}
+	redis.SetLogger(rl) // process-wide, so set here once; see redisLog
+	e := env{getenv: os.Getenv, environ: os.Environ, stdout: os.Stdout, stderr: os.Stderr, redisLog: rl}
+	err := e.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
 }

@@ -18,8 +18,13 @@ var version = ""
 // env is how the process sees its surroundings; tests pass their own.
 type env struct {
 	getenv func(string) string
-	stdout io.Writer
-	stderr io.Writer
+	// environ lists the environment as NAME=value, for the check of unknown ACADEMY_GATEWAY_*
+	// variables; nil skips that check (run, as tests call it).
+	environ func() []string
+	stdout  io.Writer
+	stderr  io.Writer
+	// redisLog receives go-redis's log lines for the command's logger (nil: go-redis's default).
+	redisLog *redisLog
 }
 
 // run executes one command. It is main without the process: tests call it directly.
@@ -80,7 +85,11 @@ func (e env) version(args []string) error {
 
 // loadConfig resolves and loads the configuration; its errors are usage errors (exit 2).
 func (e env) loadConfig(path string) (config.Config, error) {
-	cfg, err := config.Load(config.Path(path, e.getenv), e.getenv)
+	var environ []string
+	if e.environ != nil {
+		environ = e.environ()
+	}
+	cfg, err := config.LoadEnv(config.Path(path, e.getenv), e.getenv, environ)
 	if err != nil {
 		return config.Config{}, usageError{err}
 	}
