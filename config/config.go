@@ -1,4 +1,4 @@
-// Package config loads, validates and prints the gateway's configuration (SPEC §3): YAML with
+// Package config loads, validates and prints the gateway's configuration (docs/reference.md §3): YAML with
 // ${VAR} expansion, ACADEMY_GATEWAY_<SECTION>_<KEY> environment overrides, built-in defaults and
 // validation errors that name the offending key. It is the only package that reads files or the
 // environment for configuration; everything else receives plain values.
@@ -18,7 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Config is the whole configuration. Field tags are the YAML keys of SPEC §3.
+// Config is the whole configuration. Field tags are the YAML keys of docs/reference.md §3.
 type Config struct {
 	Listen   Listen   `yaml:"listen"`
 	Upstream Upstream `yaml:"upstream"`
@@ -35,7 +35,7 @@ type Config struct {
 type Listen struct {
 	Proxy string `yaml:"proxy"` // legacy callers and the OAuth2 callback
 	Ops   string `yaml:"ops"`   // metrics, health and the admin API
-	Auth  string `yaml:"auth"`  // forward-auth checks of an ingress (SPEC §4.1); empty: off
+	Auth  string `yaml:"auth"`  // forward-auth checks of an ingress (docs/reference.md §4.1); empty: off
 	// TLSCertFile and TLSKeyFile, both set, make the proxy and auth listeners serve HTTPS; the
 	// files are re-read when they change.
 	TLSCertFile string `yaml:"tls_cert_file"`
@@ -103,14 +103,14 @@ type Server struct {
 	MaxBodyBytes      int64    `yaml:"max_body_bytes"`      // larger request bodies get 413; 0: no limit
 }
 
-// Webhooks configures the lifecycle events of SPEC §9.
+// Webhooks configures the lifecycle events of docs/reference.md §9.
 type Webhooks struct {
 	URL    string   `yaml:"url"` // where events are POSTed; empty: off
 	Secret string   `yaml:"secret" secret:"true"`
 	Events []string `yaml:"events"` // the event types sent
 }
 
-// Webhook event types (SPEC §9).
+// Webhook event types (docs/reference.md §9).
 const (
 	EventConnected      = "connection.connected"
 	EventReauthRequired = "connection.reauth_required"
@@ -127,7 +127,7 @@ const (
 	ModeStatic = "static"
 )
 
-// Default returns the built-in defaults, the values of SPEC §3 without credentials.
+// Default returns the built-in defaults, the values of docs/reference.md §3 without credentials.
 func Default() Config {
 	const academy = "https://app-academy.make.com/api/v2"
 	return Config{

@@ -20,7 +20,7 @@ const (
 	testKey2 = "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
 )
 
-// specExample is the configuration of SPEC §3, verbatim but for its comments' alignment.
+// specExample is the configuration of docs/reference.md §3, verbatim but for its comments' alignment.
 const specExample = `listen:
   proxy: ":8080"            # legacy callers and the OAuth2 callback
   ops: ":9090"              # /metrics, /healthz, /readyz, /admin/
@@ -205,7 +205,7 @@ func TestLoadFile(t *testing.T) {
 		want    config.Config
 	}{
 		{
-			name:    "SPEC example",
+			name:    "reference example",
 			content: specExample,
 			env:     specEnv,
 			want:    specWant,
@@ -740,7 +740,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 		content string
 		env     map[string]string
 	}{
-		{name: "SPEC example", content: specExample, env: specEnv},
+		{name: "reference example", content: specExample, env: specEnv},
 		{name: "every key non-default", content: nonDefaultFile},
 		{
 			name: "secrets and values that need quoting",

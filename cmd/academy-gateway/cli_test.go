@@ -27,7 +27,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// The management commands of SPEC §2, run through run() as main does, against a real Redis.
+// The management commands of docs/reference.md §2, run through run() as main does, against a real Redis.
 
 // cliEncryptionKey is base64 of 32 bytes ("0123456789abcdef0123456789abcdef").
 const cliEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -35,7 +35,7 @@ const cliEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 // cliKeyPrefix is a non-default Redis key prefix, so the test sees that commands honour it.
 const cliKeyPrefix = "cli:"
 
-// wireConnection is a connection as `connections … --json` prints it (SPEC §5); decoded into a
+// wireConnection is a connection as `connections … --json` prints it (docs/reference.md §5); decoded into a
 // struct of the test's own so the test checks the wire format, not a Go type.
 type wireConnection struct {
 	User             string    `json:"user"`
@@ -508,7 +508,7 @@ func closedPortURL(t *testing.T) string {
 }
 
 // TestCLIExitCodes: usage and configuration mistakes exit 2 with a message naming the flag or
-// key; other failures exit 1 (SPEC §2). None of these needs Redis, except that a store that
+// key; other failures exit 1 (docs/reference.md §2). None of these needs Redis, except that a store that
 // cannot be reached is a failure, not a usage error.
 func TestCLIExitCodes(t *testing.T) {
 	t.Parallel()
