@@ -19,7 +19,7 @@ import (
 type stderrRedisLog struct{}
 
 func (stderrRedisLog) Printf(_ context.Context, format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "redis: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, format+"\n", args...) // go-redis's messages start with "redis: "
 }
 
 // TestRedisLogsAreJSON: go-redis's own lines (here: failed dials to a Redis that is down) reach
