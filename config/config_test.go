@@ -862,6 +862,16 @@ func TestLoadEnviron(t *testing.T) {
 		{name: "the defaults' variables", env: map[string]string{"ACADEMY_GATEWAY_ENCRYPTION_KEY": testKey1,
 			"ACADEMY_GATEWAY_ADMIN_TOKEN": "a", "ACADEMY_GATEWAY_WEBHOOK_SECRET": "s"}},
 		{name: "a variable the file references", path: withRef, env: map[string]string{"ACADEMY_GATEWAY_CUSTOM_ADMIN": "x"}},
+		{name: "Kubernetes service links", env: map[string]string{
+			"ACADEMY_GATEWAY_SERVICE_HOST": "10.0.0.7", "ACADEMY_GATEWAY_SERVICE_PORT": "8080", "ACADEMY_GATEWAY_SERVICE_PORT_PROXY": "8080",
+			"ACADEMY_GATEWAY_PORT": "tcp://10.0.0.7:8080", "ACADEMY_GATEWAY_PORT_8080_TCP": "tcp://10.0.0.7:8080",
+			"ACADEMY_GATEWAY_PORT_8080_TCP_PROTO": "tcp", "ACADEMY_GATEWAY_PORT_8080_TCP_PORT": "8080", "ACADEMY_GATEWAY_PORT_8080_TCP_ADDR": "10.0.0.7",
+			"ACADEMY_GATEWAY_OPS_SERVICE_HOST": "10.0.0.8", "ACADEMY_GATEWAY_REDIS_PORT_6379_TCP": "tcp://10.0.0.9:6379",
+		}},
+		{
+			name: "not quite a service link", env: map[string]string{"ACADEMY_GATEWAY_PORT_HTTP": "1"},
+			wantKey: "ACADEMY_GATEWAY_PORT_HTTP", wantMsg: "unknown environment variable",
+		},
 		{name: "other variables", env: map[string]string{"HOME": "/root", "ACADEMY_GATEWAYX": "1", "REDIS_URLL": "x"}},
 		{
 			name: "mistyped override", env: map[string]string{"ACADEMY_GATEWAY_REDIS_URLL": "redis://h:6379/0"},

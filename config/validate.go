@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -269,8 +270,15 @@ func setDefaultVars(c *Config, getenv func(string) string) {
 	})
 }
 
+// serviceLink matches the variables Kubernetes sets in every pod for each Service of the
+// namespace (service links): a Service named academy-gateway yields ACADEMY_GATEWAY_SERVICE_HOST,
+// ACADEMY_GATEWAY_PORT, ACADEMY_GATEWAY_PORT_8080_TCP_ADDR and so on. They are not the
+// operator's typos, and refusing them would stop the gateway from starting in Kubernetes.
+var serviceLink = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
+
 // checkEnviron refuses ACADEMY_GATEWAY_* variables that nothing reads: a mistyped override
-// (ACADEMY_GATEWAY_REDIS_URLL) would otherwise be silently ignored.
+// (ACADEMY_GATEWAY_REDIS_URLL) would otherwise be silently ignored. Kubernetes service-link
+// variables are let through.
 func checkEnviron(environ []string, referenced map[string]bool) error {
 	known := map[string]bool{ConfigVar: true}
 	for _, n := range EnvVars() {
@@ -282,7 +290,7 @@ func checkEnviron(environ []string, referenced map[string]bool) error {
 	var unknown []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, EnvPrefix) && !known[name] && !referenced[name] {
+		if strings.HasPrefix(name, EnvPrefix) && !known[name] && !referenced[name] && !serviceLink.MatchString(name) {
 			unknown = append(unknown, name)
 		}
 	}
