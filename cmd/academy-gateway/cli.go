@@ -38,8 +38,8 @@ func (e env) keys(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "create":
 		user := fs.String("user", "", "the `USER` the key acts for (required)")
-		scopes := fs.String("scopes", "", "comma-separated ceiling `SCOPES`: read,write,delete (default: whatever the connection grants)")
-		name := fs.String("name", "", "a label for the key (`TEXT`)")
+		scopes := fs.String("scopes", "", "the `SCOPES` the key may use, comma-separated: read,write,delete (default: whatever the connection grants)")
+		name := fs.String("name", "", "a `TEXT` label for the key")
 		existing := fs.String("key", "", "register this existing legacy v1 `KEY` instead of issuing a new one")
 		if _, err := parse(fs, args[1:]); err != nil {
 			return err
