@@ -237,6 +237,8 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
 	tlsConfig, err := a.listenerTLS(a.opts.tls)
 	if err != nil {
+		proxyLn.Close()
+		opsLn.Close()
 		return err
 	}
 	servers[0].TLSConfig = tlsConfig // the proxy listener; ops stays plain HTTP
@@ -250,7 +252,7 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	var once sync.Once
 	background.Go(func() { a.mgr.Watch(mctx, func() { once.Do(func() { close(a.watching) }) }) })
 	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
-		zap.String("upstream", a.cfg.Upstream.BaseURL))
+		zap.Bool("tls", tlsConfig != nil), zap.String("upstream", a.cfg.Upstream.BaseURL))
 
 	select {
 	case <-ctx.Done():
