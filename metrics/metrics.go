@@ -1,5 +1,5 @@
 // Package metrics holds the gateway's Prometheus collectors. The names, types and labels are
-// part of the product contract (SPEC §7): dashboards and alert rules in deploy/ depend on them.
+// part of the product contract (docs/reference.md §7): dashboards and alert rules in deploy/ depend on them.
 // Collectors are created by New on a caller-supplied registry, so tests use fresh registries and
 // nothing is registered globally. No label ever carries a user, key, token or raw path.
 package metrics

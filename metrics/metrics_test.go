@@ -221,7 +221,7 @@ func TestNewTwicePanics(t *testing.T) {
 	}
 }
 
-// allowedLabels bounds every gateway metric's label names (SPEC §7, STYLE practice 10): none can
+// allowedLabels bounds every gateway metric's label names (docs/reference.md §7, STYLE practice 10): none can
 // carry a user, key, token or path.
 var allowedLabels = []string{"method", "code", "outcome", "trigger", "result", "status", "op", "version", "goversion",
 	"event"} // event: a webhook event type, one of config.Events

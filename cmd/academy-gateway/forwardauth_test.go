@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/tlstest"
+	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
 func TestLoopbackAddr(t *testing.T) {
@@ -90,5 +95,41 @@ func TestAuthListenerWarning(t *testing.T) {
 				t.Errorf("serving line names auth %v, want %s", serving["auth"], lns[2].Addr())
 			}
 		})
+	}
+}
+
+// TestAuthListenerTLS: with listen.tls_cert_file and tls_key_file the auth listener serves HTTPS
+// like the proxy listener (SPEC §3), with the same certificate.
+func TestAuthListenerTLS(t *testing.T) {
+	ca := tlstest.NewCA(t, "gateway test CA")
+	dir := tlstest.NewSecretDir(t, ca.Issue(t))
+	s := newStack(t, time.Minute)
+	r := s.start(func(c *config.Config) {
+		c.Listen.Auth = "on"
+		c.Listen.TLSCertFile, c.Listen.TLSKeyFile = dir.CertFile(), dir.KeyFile()
+	})
+	now := time.Now() // a stored connection: onboarding would need the proxy listener over HTTPS
+	if _, err := r.app.store.PutConnection(t.Context(), tokens.Connection{User: "alice", Status: tokens.StatusActive,
+		Scopes: []string{"connect", "read"}, AccessToken: "tok-tls", RefreshToken: "rt", IssuedAt: now,
+		AccessExpiresAt: now.Add(time.Hour), RefreshExpiresAt: now.Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := r.app.store.IssueKey(t.Context(), "alice", nil, "tls", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.ClientConfig()}, Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, strings.Replace(r.authURL, "http://", "https://", 1)+"/forward-auth", nil)
+	req.Header.Set("X-Forwarded-Method", "GET")
+	req.Header.Set("X-Forwarded-Uri", "/api/v1/movies")
+	req.Header.Set("X-Api-Key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("check over HTTPS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.Header.Get("Authorization") != "Bearer tok-tls" {
+		t.Errorf("check over HTTPS: %d, TLS %v, Authorization set %v", resp.StatusCode, resp.TLS != nil, resp.Header.Get("Authorization") != "")
 	}
 }
