@@ -158,7 +158,7 @@ func TestCompose(t *testing.T) {
 				t.Errorf("gateway environment %s is not a configuration override", name)
 			}
 		}
-		cfg, err := config.Load(file, func(k string) string { return gw.Environment[k] })
+		cfg, err := config.LoadEnv(file, func(k string) string { return gw.Environment[k] }, environ(gw.Environment))
 		if err != nil {
 			t.Fatalf("check-config would fail on %s: %v", file, err)
 		}

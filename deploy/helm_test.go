@@ -532,7 +532,7 @@ func checkConfig(t *testing.T, c chartCase, objs []object, spec corev1.PodSpec, 
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(file, func(k string) string { return env[k] })
+	cfg, err := config.LoadEnv(file, func(k string) string { return env[k] }, environ(env))
 	if err != nil {
 		t.Fatalf("check-config would fail on the %s configuration: %v\n%s", c.name, err, body)
 	}
@@ -583,6 +583,15 @@ func checkHelmTest(t *testing.T, objs []object, gw corev1.Container) {
 	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("test Pod restartPolicy %q, want Never", p.Spec.RestartPolicy)
 	}
+}
+
+// environ is env as os.Environ lists it.
+func environ(env map[string]string) []string {
+	var out []string
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
 }
 
 // standIn is a well-formed value for a key of an existing Secret.

@@ -24,7 +24,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// check-config --connect (SPEC §2) tries what only a live system shows. Each check ends in one
+// check-config --connect (docs/reference.md §2) tries what only a live system shows. Each check ends in one
 // line, "<name>: ok (<detail>)", "<name>: warning: <reason>" or "<name>: failed: <reason>", and
 // the command exits 1 when any check failed. Warnings (a Redis that may evict tokens, an embedded
 // Redis) do not fail it.

@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/x509"
-	"encoding/pem"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/tlstest"
 	"github.com/academy-gateway/academy-gateway/sim"
 )
 
@@ -33,40 +31,12 @@ type connectSetup struct {
 	redisCA  string // redis.tls_ca_file
 }
 
-// writePEM writes PEM blocks of one type to a file in the test's temporary directory.
-func writePEM(t *testing.T, name, typ string, ders ...[]byte) string {
+// writeFile writes data to a file in the test's temporary directory and returns its path.
+func writeFile(t *testing.T, name string, data []byte) string {
 	t.Helper()
-	var b []byte
-	for _, der := range ders {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})...)
-	}
 	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tlstest.WriteFile(t, p, data)
 	return p
-}
-
-// certFiles writes ca's server certificate and key and returns their paths.
-func certFiles(t *testing.T, ca testCA) (cert, key string) {
-	t.Helper()
-	der, err := x509.MarshalECPrivateKey(ca.server.PrivateKey.(*ecdsa.PrivateKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, "tls.crt", "CERTIFICATE", ca.server.Certificate[0]), writePEM(t, "tls.key", "EC PRIVATE KEY", der)
-}
-
-// freeAddr returns a 127.0.0.1 address nothing listens on (it was free a moment ago).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // holdAddr listens on a loopback port until the test ends and returns its address.
@@ -98,7 +68,6 @@ oauth:
   redirect_url: "https://gateway.example.test/oauth/callback"
 redis:
 `+s.redis+`
-  tls_ca_file: "`+s.redisCA+`"
 security:
   encryption_keys: ["`+cliEncryptionKey+`"]
 `)
@@ -121,7 +90,7 @@ security:
 	return outcomes, lines, err
 }
 
-// TestCheckConfigConnect: every outcome of every --connect check (SPEC §2), against a real
+// TestCheckConfigConnect: every outcome of every --connect check (docs/reference.md §2), against a real
 // redis-server (single, Cluster, Sentinel) and a real simulator as the Academy.
 func TestCheckConfigConnect(t *testing.T) {
 	t.Parallel()
@@ -143,18 +112,21 @@ func TestCheckConfigConnect(t *testing.T) {
 	t.Cleanup(odd.Close)
 	unreachable := "http://" + freeAddr(t) + "/token"
 
-	ca := newTestCA(t, "gateway.example.test")
-	cert, key := certFiles(t, ca)
-	expiredCert, expiredKey := certFiles(t, newTestCAUntil(t, time.Now().Add(-time.Hour), "gateway.example.test"))
-	_, otherKey := certFiles(t, newTestCA(t, "other.example.test"))
-	garbage := filepath.Join(t.TempDir(), "garbage.pem")
-	if err := os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	caBundle := writePEM(t, "ca.pem", "CERTIFICATE", ca.server.Certificate[0])
-	caPEM, _ := pem.Decode(ca.pem)
-	caBundle2 := writePEM(t, "ca2.pem", "CERTIFICATE", caPEM.Bytes, ca.server.Certificate[0])
+	ca := tlstest.NewCA(t, "check-config test CA")
+	leaf := ca.Issue(t, "gateway.example.test")
+	cert, key := leaf.Write(t, t.TempDir())
+	expiredCert, expiredKey := ca.IssueUntil(t, time.Now().Add(-time.Hour), "gateway.example.test").Write(t, t.TempDir())
+	otherKey := writeFile(t, "other.key", ca.Issue(t).KeyPEM)
+	garbage := writeFile(t, "garbage.pem", []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"))
+	caBundle := writeFile(t, "ca.pem", ca.PEM)
+	caBundle2 := writeFile(t, "ca2.pem", append(slices.Clone(ca.PEM), leaf.CertPEM...))
 	missing := filepath.Join(t.TempDir(), "missing.pem")
+	redisCert, redisKey := ca.Issue(t).Write(t, t.TempDir()) // for 127.0.0.1
+	tlsRedis := redistest.StartTLS(t, redisCert, redisKey, ca.PEM)
+	strangerCA := writeFile(t, "stranger.pem", tlstest.NewCA(t, "a CA that signed nothing here").PEM)
+	rediss := func(caFile string) string {
+		return `  url: "` + tlsRedis.URL() + `"` + "\n  tls_ca_file: \"" + caFile + `"`
+	}
 
 	good := func() connectSetup {
 		return connectSetup{redis: `  url: "` + rs.URL() + `"`, proxy: freeAddr(t), tokenURL: academy.URL + "/token", secret: sim.DefaultClientSecret}
@@ -190,7 +162,7 @@ func TestCheckConfigConnect(t *testing.T) {
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.auth: failed", "academy: ok"}, []string{"address already in use"}, 1},
 		{"TLS files load", func(s *connectSetup) { s.tlsCert, s.tlsKey = cert, key },
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: ok", "academy: ok"},
-			[]string{"certificate for gateway.example.test, valid until"}, 0},
+			[]string{"certificate for localhost, gateway.example.test, valid until"}, 0},
 		{"TLS certificate is garbage", func(s *connectSetup) { s.tlsCert, s.tlsKey = garbage, key },
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"do not load"}, 1},
 		{"TLS key does not match", func(s *connectSetup) { s.tlsCert, s.tlsKey = cert, otherKey },
@@ -199,12 +171,14 @@ func TestCheckConfigConnect(t *testing.T) {
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"no such file"}, 1},
 		{"TLS certificate expired", func(s *connectSetup) { s.tlsCert, s.tlsKey = expiredCert, expiredKey },
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "listen.tls_cert_file: failed", "academy: ok"}, []string{"expired on"}, 1},
-		{"redis CA bundle loads", func(s *connectSetup) { s.redisCA = caBundle2 },
-			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: ok", "academy: ok"}, []string{"a bundle of 2 certificates"}, 0},
-		{"redis CA bundle one certificate", func(s *connectSetup) { s.redisCA = caBundle },
+		{"rediss with its CA", func(s *connectSetup) { s.redis = rediss(caBundle) },
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: ok", "academy: ok"}, []string{"a bundle of 1 certificates"}, 0},
-		{"redis CA bundle is garbage", func(s *connectSetup) { s.redisCA = garbage },
-			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: failed", "academy: ok"}, []string{"certificate 1"}, 1},
+		{"rediss with a bundle of two", func(s *connectSetup) { s.redis = rediss(caBundle2) },
+			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: ok", "academy: ok"}, []string{"a bundle of 2 certificates"}, 0},
+		{"rediss with a CA that did not sign the server", func(s *connectSetup) { s.redis = rediss(strangerCA) },
+			[]string{"redis: failed", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: ok", "academy: ok"}, []string{"certificate signed by unknown authority"}, 1},
+		{"rediss with a garbage CA bundle", func(s *connectSetup) { s.redis = rediss(garbage) },
+			[]string{"redis: failed", "listen.proxy: ok", "listen.ops: ok", "redis.tls_ca_file: failed", "academy: ok"}, []string{"certificate 1"}, 1},
 		{"bad client credentials", func(s *connectSetup) { s.secret = "wrong-secret" },
 			[]string{"redis: ok", "listen.proxy: ok", "listen.ops: ok", "academy: failed"},
 			[]string{"refused the client credentials (401)", "oauth.client_secret"}, 1},

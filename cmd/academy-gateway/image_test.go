@@ -3,19 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"debug/elf"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io/fs"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/tlstest"
 	"github.com/academy-gateway/academy-gateway/sim"
 )
 
@@ -102,58 +95,6 @@ func (b buildah) cleanup(args ...string) {
 	}
 }
 
-// testCA is a certificate authority made for one test, and a server certificate it signed (for
-// the image test's HTTPS Academy and check-config's TLS file checks).
-type testCA struct {
-	pem    []byte // the CA certificate
-	server tls.Certificate
-}
-
-func newTestCA(t *testing.T, hosts ...string) testCA {
-	t.Helper()
-	return newTestCAUntil(t, time.Now().Add(time.Hour), hosts...)
-}
-
-// newTestCAUntil is newTestCA with a server certificate that expires at notAfter.
-func newTestCAUntil(t *testing.T, notAfter time.Time, hosts ...string) testCA {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "academy-gateway test CA"},
-		NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: hosts[0]},
-		NotBefore: now.Add(-2 * time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCA{
-		pem:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-	}
-}
-
 // dockerfileBuildFlags are what the Dockerfile's build stage must say for the binary built here
 // to be the one it builds.
 var dockerfileBuildFlags = []string{
@@ -213,10 +154,15 @@ func TestImage(t *testing.T) {
 		}
 	}
 
-	ca := newTestCA(t, "127.0.0.1")
+	ca := tlstest.NewCA(t, "academy-gateway image test CA")
+	issued := ca.Issue(t) // for 127.0.0.1
+	leaf, err := tls.X509KeyPair(issued.CertPEM, issued.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	work := t.TempDir()
 	ctxDir := filepath.Join(work, "context")
-	buildContext(t, ctxDir, ca.pem)
+	buildContext(t, ctxDir, ca.PEM)
 	b := buildah{t: t, bin: bin, dir: filepath.Join(work, "storage")}
 	const tag = "localhost/academy-gateway:imagetest"
 	began := time.Now()
@@ -328,7 +274,7 @@ func TestImage(t *testing.T) {
 
 	rs := redistest.Start(t)
 	trusted := httptest.NewUnstartedServer(sim.New(sim.Options{}))
-	trusted.TLS = &tls.Config{Certificates: []tls.Certificate{ca.server}}
+	trusted.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
 	trusted.StartTLS()
 	t.Cleanup(trusted.Close)
 	untrusted := httptest.NewUnstartedServer(sim.New(sim.Options{})) // httptest's own certificate
