@@ -28,7 +28,6 @@ type connectSetup struct {
 	auth     string // listen.auth
 	tlsCert  string // listen.tls_cert_file
 	tlsKey   string // listen.tls_key_file
-	redisCA  string // redis.tls_ca_file
 }
 
 // writeFile writes data to a file in the test's temporary directory and returns its path.
