@@ -1,0 +1,113 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/academy-gateway/academy-gateway/httperr"
+	"github.com/academy-gateway/academy-gateway/keyimport"
+	"github.com/academy-gateway/academy-gateway/tokens"
+)
+
+// UserJSON is one user of GET /admin/users (and `connections pending --json`).
+type UserJSON struct {
+	User string `json:"user"`
+	// Status is active, reauth_required or not_connected.
+	Status     string    `json:"status"`
+	Keys       int       `json:"keys"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+}
+
+// ToUserJSON returns the external form of u.
+func ToUserJSON(u tokens.UserSummary) UserJSON {
+	return UserJSON{User: u.User, Status: u.Status, Keys: u.Keys, LastUsedAt: u.LastUsedAt.UTC()}
+}
+
+// paging reads the limit and cursor parameters of a list endpoint: limit 1 to
+// tokens.MaxPageSize (default tokens.DefaultPageSize), cursor as a previous page returned it.
+func paging(r *http.Request) (cursor string, limit int, err error) {
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		limit, err = strconv.Atoi(v)
+		if err != nil || limit < 1 || limit > tokens.MaxPageSize {
+			return "", 0, badRequest(fmt.Sprintf(`"limit" must be a whole number from 1 to %d.`, tokens.MaxPageSize), fmt.Errorf("limit %q", v))
+		}
+	}
+	return q.Get("cursor"), limit, nil
+}
+
+// listUsers handles GET /admin/users[?limit=N][&cursor=C]: every user that holds a key or a
+// connection, with status, key count and last use.
+func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) error {
+	cursor, limit, err := paging(r)
+	if err != nil {
+		return err
+	}
+	users, next, err := h.store.UsersPage(r.Context(), cursor, limit)
+	if err != nil {
+		return err
+	}
+	out := make([]UserJSON, len(users))
+	for i, u := range users {
+		out[i] = ToUserJSON(u)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Users      []UserJSON `json:"users"`
+		NextCursor string     `json:"next_cursor,omitempty"`
+	}{out, next})
+	return nil
+}
+
+// maxImportBytes bounds an import body: about 300,000 lines of legacy keys.
+const maxImportBytes = 32 << 20
+
+// importKeys handles POST /admin/keys/import[?dry_run=true]: a JSON Lines body
+// (application/x-ndjson), a {"keys":[…]} document (application/json) or CSV (text/csv), imported
+// as `keys import` does (SPEC §2.1). The answer is the summary; it never holds a key.
+func (h *Handler) importKeys(w http.ResponseWriter, r *http.Request) error {
+	dryRun := false
+	if v := r.URL.Query().Get("dry_run"); v != "" {
+		var err error
+		if dryRun, err = strconv.ParseBool(v); err != nil {
+			return badRequest(`"dry_run" must be true or false.`, fmt.Errorf("dry_run %q", v))
+		}
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var format keyimport.Format
+	switch mt {
+	case "application/x-ndjson", "application/jsonl", "application/json-lines":
+		format = keyimport.JSONLines
+	case "application/json":
+		format = keyimport.Document
+	case "text/csv":
+		format = keyimport.CSV
+	default:
+		e := httperr.New(http.StatusUnsupportedMediaType, httperr.BadRequest,
+			"Send the keys as application/x-ndjson (JSON Lines), application/json ({\"keys\":[…]}) or text/csv.")
+		return e
+	}
+	body := http.MaxBytesReader(w, r.Body, maxImportBytes)
+	sum, err := keyimport.Run(r.Context(), h.store, body, format, dryRun)
+	var fe *keyimport.FileError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return httperr.Wrap(http.StatusRequestEntityTooLarge, httperr.PayloadTooLarge,
+			fmt.Sprintf("The import body exceeds %d MiB; split the file.", maxImportBytes>>20), err)
+	case errors.As(err, &fe):
+		return badRequest(fe.Error()+".", err)
+	case err != nil:
+		return err
+	}
+	h.log.Info("api keys imported", zap.Bool("dry_run", dryRun), zap.Int("created", sum.Created),
+		zap.Int("updated", sum.Updated), zap.Int("unchanged", sum.Unchanged),
+		zap.Int("conflicts", len(sum.Conflicts)), zap.Int("invalid", len(sum.Invalid)))
+	writeJSON(w, http.StatusOK, sum)
+	return nil
+}
