@@ -23,8 +23,11 @@ commands:
                                 run the Academy API v2 simulator
   keys create --user U [--scopes read,write,delete] [--name TEXT] [--key EXISTING] [--json]
   keys list [--user U] [--json]
-  keys revoke ID
-  connections authorize U [--json]
+  keys revoke ID | keys revoke --user U
+  keys import [--dry-run] [--json] FILE   register many existing v1 keys (CSV or JSON Lines; - for stdin)
+  keys reindex                  index keys written before the per-user index (safe while serving)
+  connections authorize [--json] U [U…]
+  connections pending [--json]  users that hold keys but have no active connection
   connections list [--json] | connections show U [--json] | connections revoke U
   check-config                  validate and print the effective configuration (secrets masked)
   version                       print version, commit and Go version
