@@ -46,8 +46,8 @@ import (
 // during a rolling upgrade are caught by running `keys reindex` once the rollout is done.
 
 func (s *Store) keyIndexKey(user string) string { return s.prefix + "{u:" + user + "}:keys" }
-func (s *Store) directoryKey() string          { return s.prefix + "directory" }
-func (s *Store) indexedKey() string            { return s.prefix + "keyindex" }
+func (s *Store) directoryKey() string           { return s.prefix + "directory" }
+func (s *Store) indexedKey() string             { return s.prefix + "keyindex" }
 
 // unindexScript deletes field ARGV[1] of the index KEYS[1] if its generation is still ARGV[2].
 const unindexScript = `if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0`

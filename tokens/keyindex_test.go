@@ -63,10 +63,10 @@ func runKeyIndexConformance(t *testing.T, d deployment) {
 			t.Fatal(err)
 		}
 		entries := []tokens.ImportEntry{
-			{Line: 2, User: "carol", Key: k3, Name: "c"},                                  // new
+			{Line: 2, User: "carol", Key: k3, Name: "c"},                                    // new
 			{Line: 3, User: "alice", Key: k1, Scopes: []string{"write", "read"}, Name: "a"}, // new scopes
-			{Line: 4, User: "alice", Key: k2, Name: "b"},                                  // bob's
-			{Line: 5, User: "bob", Key: k2, Name: "b"},                                    // as it is
+			{Line: 4, User: "alice", Key: k2, Name: "b"},                                    // bob's
+			{Line: 5, User: "bob", Key: k2, Name: "b"},                                      // as it is
 		}
 		want := []string{"2:created", "3:updated", "4:conflict", "5:unchanged"}
 
