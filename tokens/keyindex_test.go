@@ -550,7 +550,7 @@ func hammerClient(addrs []string, cluster bool) redis.UniversalClient {
 	return redis.NewClient(&redis.Options{Addr: addrs[0]})
 }
 
-func mustKeyring(t *testing.T) *tokens.Keyring {
+func mustKeyring(t testing.TB) *tokens.Keyring {
 	t.Helper()
 	kr, err := tokens.NewKeyring([]string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="})
 	if err != nil {
