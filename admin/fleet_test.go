@@ -315,6 +315,7 @@ func TestListPaging(t *testing.T) {
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			seen := 0
+			var seenIDs []string
 			cursor := ""
 			for pages := 0; ; pages++ {
 				if pages > 10 {
@@ -333,6 +334,11 @@ func TestListPaging(t *testing.T) {
 					t.Fatal(err)
 				}
 				seen += len(items)
+				for _, it := range items {
+					if id, ok := it["id"].(string); ok {
+						seenIDs = append(seenIDs, id)
+					}
+				}
 				cursor = ""
 				if raw, ok := page["next_cursor"]; ok {
 					_ = json.Unmarshal(raw, &cursor)
@@ -343,6 +349,11 @@ func TestListPaging(t *testing.T) {
 			}
 			if seen != tc.want {
 				t.Errorf("%d items over all pages, want %d", seen, tc.want)
+			}
+			if tc.field == "keys" {
+				if diff := cmp.Diff(ids, seenIDs); diff != "" {
+					t.Errorf("key ids over all pages, oldest first (-want +got):\n%s", diff)
+				}
 			}
 		})
 	}

@@ -495,7 +495,7 @@ redis:
 		{name: "keys create without --user", args: []string{"keys", "create", "--scopes", "read"}, code: 2, msg: "--user"},
 		{name: "keys create bad --user", args: []string{"keys", "create", "--user", "a{b}"}, code: 2, msg: "--user"},
 		{name: "keys create bad --scopes", args: []string{"keys", "create", "--user", "alice", "--scopes", "read,admin"}, code: 2, msg: `"admin"`},
-		{name: "keys create bad --key", args: []string{"keys", "create", "--user", "alice", "--key", "agw_typo"}, code: 2, msg: "--key"},
+		{name: "keys create bad --key", args: []string{"keys", "create", "--user", "alice", "--key", "agw_typo"}, code: 2, msg: "--key: issue key for alice: malformed API key: a key is 1-512 printable ASCII characters"},
 		{name: "keys create unknown flag", args: []string{"keys", "create", "--user", "alice", "--bogus"}, code: 2, msg: "bogus"},
 		{name: "keys revoke without id", args: []string{"keys", "revoke"}, code: 2, msg: "want one key id"},
 		{name: "connections without subcommand", args: []string{"connections"}, bare: true, code: 2, msg: "connections: want"},
