@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/keyimport"
 	"github.com/academy-gateway/academy-gateway/tokens"
@@ -105,9 +106,10 @@ func (h *Handler) importKeys(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	h.log.Info("api keys imported", zap.Bool("dry_run", dryRun), zap.Int("created", sum.Created),
-		zap.Int("updated", sum.Updated), zap.Int("unchanged", sum.Unchanged),
-		zap.Int("conflicts", len(sum.Conflicts)), zap.Int("invalid", len(sum.Invalid)))
+	h.log.Info("api keys imported", append(sum.AuditFields(), zap.Bool("dry_run", dryRun))...)
+	if !dryRun {
+		h.audit.Record(audit.KeyImported, r.RemoteAddr, sum.AuditFields()...)
+	}
 	writeJSON(w, http.StatusOK, sum)
 	return nil
 }

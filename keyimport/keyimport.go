@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -180,6 +182,12 @@ func Detect(head []byte) Format {
 
 // errTooLong marks a JSON line over maxLine.
 var errTooLong = errors.New("line too long")
+
+// AuditFields are the summary's counts as audit-line fields (never a key or a line's text).
+func (s Summary) AuditFields() []zap.Field {
+	return []zap.Field{zap.Int("created", s.Created), zap.Int("updated", s.Updated), zap.Int("unchanged", s.Unchanged),
+		zap.Int("conflicts", len(s.Conflicts)), zap.Int("invalid", len(s.Invalid))}
+}
 
 // WriteText prints the summary for people: the counts, then each conflict and invalid line by
 // number (and key id), never a key.

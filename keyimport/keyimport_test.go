@@ -151,10 +151,10 @@ func TestRun(t *testing.T) {
 			format: keyimport.CSV,
 			input: "\ufeffName,Scopes,Key,User\r\n" +
 				"\"multi\nline\",,\"k-" + secret + ",with\"\"quote\",carol\r\n" + // 2-3: one record
-				"x,read,k-" + secret + "-4,carol\r\n" + // 4
+				"x,read,k-" + secret + "-0004,carol\r\n" + // 4
 				"x,read,k-" + secret + "-5\r\n" + // 5: a field short
 				"x,read,k\"" + secret + ",carol\r\n" + // 6: bare quote
-				"x,,k-" + secret + "-7,carol\r\n", // 7
+				"x,,k-" + secret + "-0007,carol\r\n", // 7
 			want: keyimport.Summary{Created: 3, Conflicts: []keyimport.Conflict{},
 				Invalid: []keyimport.Invalid{
 					{Line: 5, Reason: "the line has 3 fields; the header has 4"},
@@ -249,15 +249,15 @@ func TestRunFileErrors(t *testing.T) {
 func TestRunStoreError(t *testing.T) {
 	f := newFake()
 	f.err = tokens.ErrStoreUnavailable
-	_, err := keyimport.Run(context.Background(), f, strings.NewReader("user,key,scopes,name\na,k-1,,\n"), keyimport.CSV, false)
+	_, err := keyimport.Run(context.Background(), f, strings.NewReader("user,key,scopes,name\na,legacy-key-1,,\n"), keyimport.CSV, false)
 	if !errors.Is(err, tokens.ErrStoreUnavailable) {
 		t.Errorf("Run = %v, want the store's error", err)
 	}
 }
 
 func TestLongJSONLine(t *testing.T) {
-	long := `{"user":"a","key":"k-1","name":"` + strings.Repeat("n", 70<<10) + `"}`
-	input := long + "\n" + `{"user":"b","key":"k-2"}` + "\n"
+	long := `{"user":"a","key":"legacy-key-1","name":"` + strings.Repeat("n", 70<<10) + `"}`
+	input := long + "\n" + `{"user":"b","key":"legacy-key-2"}` + "\n"
 	got, err := keyimport.Run(context.Background(), newFake(), strings.NewReader(input), keyimport.JSONLines, false)
 	if err != nil {
 		t.Fatal(err)

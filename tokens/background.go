@@ -38,6 +38,7 @@ func (mg *Manager) tick(ctx context.Context) {
 		for _, c := range conns {
 			counts[c.Status]++
 		}
+		mg.reconcile(ctx, conns)
 		if mg.opts.KeepAlive {
 			mg.keepAlive(ctx, conns)
 		}
@@ -49,6 +50,9 @@ func (mg *Manager) tick(ctx context.Context) {
 	}
 	for _, status := range []string{StatusActive, StatusReauthRequired} {
 		mg.m.Connections.WithLabelValues(status).Set(float64(counts[status]))
+	}
+	if err := mg.store.reconcileStatusOrphans(ctx); err != nil {
+		mg.log.Warn("reconcile connection counts", zap.Error(err))
 	}
 }
 

@@ -24,11 +24,6 @@ type storedKey struct {
 // ErrMalformedKey: a key given for registration is not one KeyRule allows.
 var ErrMalformedKey = errors.New("malformed API key")
 
-// KeyRule says which keys `keys create --key`, POST /admin/keys and `keys import` accept: what
-// WellFormed checks, in words for refusal messages and the docs.
-const KeyRule = "a key is 1-512 printable ASCII characters (no spaces or control characters); " +
-	"a key starting with " + KeyPrefix + " must be one this gateway issued (its checksum must match)"
-
 // IssueKey creates a new key for user, or registers existing (a legacy v1 key, so its caller
 // changes nothing) when it is not empty. It returns the record and the key, which is shown once.
 func (s *Store) IssueKey(ctx context.Context, user string, scopes []string, name, existing string) (APIKey, string, error) {

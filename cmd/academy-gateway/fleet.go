@@ -11,9 +11,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/keyimport"
 	"github.com/academy-gateway/academy-gateway/tokens"
+	"github.com/academy-gateway/academy-gateway/webhooks"
 )
 
 // The commands that move a fleet of v1 callers (issue 10): keys import, keys reindex, keys
@@ -29,12 +33,9 @@ func (e env) keysImport(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("keys import")
 	asJSON := fs.Bool("json", false, "print the summary as JSON (the admin API's answer)")
 	dryRun := fs.Bool("dry-run", false, "report the outcomes and write nothing")
-	pos, err := parse(fs, args)
+	pos, err := parse(fs, args) // one FILE (the commands table)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usagef("keys import: want one FILE (CSV with the header user,key,scopes,name, or JSON Lines; - for standard input)")
 	}
 	in := io.Reader(os.Stdin)
 	if pos[0] != "-" {
@@ -56,6 +57,9 @@ func (e env) keysImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("keys import: %w", err)
 	}
+	if !*dryRun {
+		a.audit.Record(audit.KeyImported, audit.FromCLI, sum.AuditFields()...)
+	}
 	if *asJSON {
 		err = writeJSON(e.stdout, sum)
 	} else {
@@ -74,12 +78,8 @@ func (e env) keysImport(ctx context.Context, args []string) error {
 // replica of an older version during a rolling upgrade). Safe while replicas serve.
 func (e env) keysReindex(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("keys reindex")
-	pos, err := parse(fs, args)
-	if err != nil {
+	if _, err := parse(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("keys reindex: takes no arguments")
 	}
 	a, err := e.openForCLI(*path)
 	if err != nil {
@@ -94,16 +94,29 @@ func (e env) keysReindex(ctx context.Context, args []string) error {
 	return nil
 }
 
-// revokeUserKeys is `keys revoke --user U`: every key of U, at O(U's keys).
-func (e env) revokeUserKeys(ctx context.Context, a *app, user string) error {
-	if !tokens.ValidUser(user) {
+// revokeUserKeys is `keys revoke --user U`: every key of U, at O(U's keys). pos are the
+// positional arguments, which must be none with --user and an ID without.
+func (e env) revokeUserKeys(ctx context.Context, path, user string, pos []string) error {
+	switch {
+	case user == "":
+		return usagef("keys revoke: missing ID (usage: academy-gateway keys revoke [flags] ID, or keys revoke --user USER)")
+	case len(pos) > 0:
+		return usagef("keys revoke: give one key id or --user USER, not both")
+	case !tokens.ValidUser(user):
 		return usagef("keys revoke: --user must be 1-128 letters, digits or ._@+-")
 	}
+	a, err := e.openForCLI(path)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
 	keys, err := a.store.DeleteUserKeys(ctx, user)
 	if err != nil {
 		return err
 	}
 	for _, k := range keys {
+		a.publish(ctx, webhooks.KeyRevoked(time.Now(), k.User, k.ID))
+		a.audit.Record(audit.KeyRevoked, audit.FromCLI, zap.String("user", k.User), zap.String("key_id", k.ID))
 		fmt.Fprintf(e.stdout, "revoked key %s of %s\n", k.ID, k.User)
 	}
 	fmt.Fprintf(e.stdout, "revoked %d keys of %s\n", len(keys), user)
@@ -179,12 +192,8 @@ func (e env) listConnections(ctx context.Context, a *app, asJSON bool) error {
 func (e env) connectionsPending(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("connections pending")
 	asJSON := fs.Bool("json", false, "print JSON: the users array of GET /admin/users, without the active users")
-	pos, err := parse(fs, args)
-	if err != nil {
+	if _, err := parse(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("connections pending: takes no arguments")
 	}
 	a, err := e.openForCLI(*path)
 	if err != nil {
@@ -235,12 +244,10 @@ type authorizeJSONLine struct {
 func (e env) connectionsAuthorize(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("connections authorize")
 	asJSON := fs.Bool("json", false, "print one JSON object per line: user, authorize_url, expires_at")
-	users, err := parse(fs, args)
+	newIdentity := newIdentityFlag(fs, "authorize")
+	users, err := parse(fs, args) // at least one (the commands table)
 	if err != nil {
 		return err
-	}
-	if len(users) == 0 {
-		return usagef("connections authorize: want one or more user ids")
 	}
 	for _, u := range users {
 		if !tokens.ValidUser(u) {
@@ -255,10 +262,11 @@ func (e env) connectionsAuthorize(ctx context.Context, args []string) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetEscapeHTML(false)
 	for _, u := range users {
-		link, exp, err := a.onboard.Authorize(ctx, u)
+		link, exp, err := a.onboard.Authorize(ctx, u, *newIdentity)
 		if err != nil {
 			return fmt.Errorf("connections authorize %s: %w", u, err)
 		}
+		a.audit.Record(audit.LinkIssued, audit.FromCLI, zap.String("user", u), zap.Bool("allow_new_identity", *newIdentity))
 		if *asJSON {
 			err = enc.Encode(authorizeJSONLine{User: u, AuthorizeURL: link, ExpiresAt: exp.UTC()})
 		} else {

@@ -191,7 +191,7 @@ func TestCLIImport(t *testing.T) {
 		}
 	})
 	t.Run("usage", func(t *testing.T) {
-		f.fail(2, "want one FILE", "keys", "import")
+		f.fail(2, "keys import: missing FILE", "keys", "import")
 		f.fail(1, "no such file", "keys", "import", filepath.Join(t.TempDir(), "missing.csv"))
 	})
 }
@@ -294,7 +294,7 @@ func TestCLIFleet(t *testing.T) {
 			t.Errorf("links for (-want +got):\n%s (%d distinct links)", diff, len(links))
 		}
 		f.fail(2, "is not a user id", "connections", "authorize", "ok", "not{ok}")
-		f.fail(2, "want one or more user ids", "connections", "authorize")
+		f.fail(2, "connections authorize: missing USER", "connections", "authorize")
 	})
 
 	t.Run("list streams", func(t *testing.T) {
@@ -333,7 +333,7 @@ func TestCLIFleet(t *testing.T) {
 		if strings.Contains(out, "new1") {
 			t.Errorf("new1 is still pending with no keys and no connection: %s", out)
 		}
-		f.fail(2, "want one key id", "keys", "revoke", "--user", "new1", "0123456789abcdef")
+		f.fail(2, "give one key id or --user USER, not both", "keys", "revoke", "--user", "new1", "0123456789abcdef")
 	})
 
 	t.Run("reindex", func(t *testing.T) {
