@@ -109,10 +109,10 @@ func (s *Store) reconcileStatusOrphans(ctx context.Context) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("reconcile status counts: %w", s.observe("reconcile_status", err))
+			return fmt.Errorf("reconcile status counts: %w", s.observe("reconcile_status_sets", err))
 		}
 	}
-	return nil
+	return s.observe("reconcile_status_sets", nil) // counted: the end of a round shows in the metrics
 }
 
 // refile re-reads each user's record and files the user by it.
