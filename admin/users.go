@@ -57,4 +57,3 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) error {
 	}{out, next})
 	return nil
 }
-
