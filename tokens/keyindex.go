@@ -213,6 +213,11 @@ func (s *Store) ensureIndexed(ctx context.Context) error {
 	if s.indexed.Load() {
 		return nil
 	}
+	s.indexMu.Lock() // concurrent first uses wait for one indexing rather than each doing it
+	defer s.indexMu.Unlock()
+	if s.indexed.Load() {
+		return nil
+	}
 	v, err := s.rdb.Get(ctx, s.indexedKey()).Result()
 	if err != nil && err != redis.Nil {
 		return fmt.Errorf("read key index marker: %w", err)

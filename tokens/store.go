@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,7 @@ type Store struct {
 	m       *metrics.Metrics
 	now     func() time.Time
 	indexed atomic.Bool // the records written before the key index are indexed (keyindex.go)
+	indexMu sync.Mutex  // one first-use indexing at a time in this process
 }
 
 // NewStore returns a store over rdb. prefix namespaces every Redis key; now is the clock
