@@ -91,7 +91,7 @@ type planned struct {
 	id   string
 	cur  *storedRecord // the record as read (nil: none)
 	next string        // the record to write (JSON)
-	gen  string        // index generation after the first mark (creates)
+	gen  string        // the index mark written before the record (creates)
 	res  string
 }
 
@@ -218,14 +218,14 @@ func (s *Store) writePlanned(ctx context.Context, creates, updates []*planned) (
 		return nil, nil
 	}
 	marks := s.rdb.Pipeline()
-	gens := make([]*redis.IntCmd, len(creates))
 	users := map[string]bool{}
-	for i, p := range creates {
-		gens[i] = marks.HIncrBy(ctx, s.keyIndexKey(p.e.User), p.id, 1)
+	for _, p := range creates {
+		p.gen = newMark()
+		marks.HSet(ctx, s.keyIndexKey(p.e.User), p.id, p.gen)
 		users[p.e.User] = true
 	}
 	for _, p := range updates { // records from before the index get their entry here
-		marks.HIncrBy(ctx, s.keyIndexKey(p.e.User), p.id, 1)
+		marks.HSet(ctx, s.keyIndexKey(p.e.User), p.id, newMark())
 		users[p.e.User] = true
 	}
 	for u := range users {
@@ -238,7 +238,6 @@ func (s *Store) writePlanned(ctx context.Context, creates, updates []*planned) (
 	writes := s.rdb.Pipeline()
 	setnx := make([]*redis.BoolCmd, len(creates))
 	for i, p := range creates {
-		p.gen = fmt.Sprint(gens[i].Val())
 		setnx[i] = writes.HSetNX(ctx, s.apiKeyKey(p.id), "rec", p.next)
 	}
 	swaps := make([]*redis.Cmd, len(updates))
@@ -253,7 +252,7 @@ func (s *Store) writePlanned(ctx context.Context, creates, updates []*planned) (
 	for i, p := range creates {
 		if setnx[i].Val() {
 			after.SAdd(ctx, s.apiKeysKey(), p.id)
-			after.HIncrBy(ctx, s.keyIndexKey(p.e.User), p.id, 1)
+			after.HSet(ctx, s.keyIndexKey(p.e.User), p.id, newMark())
 			after.Publish(ctx, s.invalidateChannel(), "k:"+p.id) // replicas that cached it as unknown
 			continue
 		}

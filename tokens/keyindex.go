@@ -12,7 +12,7 @@ import (
 
 // The per-user key index and the user directory (issue 10).
 //
-//	P{u:USER}:keys   hash  key id → generation (int): a superset of the ids of USER's key records
+//	P{u:USER}:keys   hash  key id → mark (a random token): a superset of the ids of USER's key records
 //	Pdirectory       zset  every user that holds (or held) a key or a connection, score 0, so
 //	                       ZRANGE BYLEX pages through them in user order
 //	Pkeyindex        string  "1" once the records written before the index were indexed
@@ -24,17 +24,21 @@ import (
 // every cache miss a second round trip (key → user → record) and would make revocation a
 // two-slot operation too. Instead the record stays the single source of truth (a key works if
 // and only if its record exists: revocation is one DEL) and the index is kept a superset of it
-// by ordering, with a generation counter making removals safe:
+// by ordering, with a mark making removals safe:
 //
-//   - create: HINCRBY index id (before the record), HSETNX record, HINCRBY index id again (after);
+//   - create: mark the entry (HSET index id to a new random token) before the record, HSETNX
+//     the record, mark the entry again (a new token) after;
 //   - remove (revocation, or repair of an entry whose record is gone or is another user's):
-//     read the entry's generation g first, then delete or observe the record, then HDEL the
-//     entry only if its generation is still g (one script, in the index's slot).
+//     read the entry's mark m first, then delete or observe the record, then HDEL the entry only
+//     if its mark is still m (one script, in the index's slot).
 //
 // A removal can drop the entry of a record that exists at the end only if that record was
-// written after the removal observed it absent; the create's second HINCRBY then comes after
-// the generation was read, so either the HDEL finds another generation and does nothing, or the
-// HINCRBY comes after the HDEL and puts the entry back. Hence every existing record is indexed
+// written after the removal observed it absent; the create's second mark then comes after the
+// mark m was read, so either the HDEL finds another mark and does nothing, or the mark comes
+// after the HDEL and puts the entry back. Marks are random rather than counters: a counter
+// restarts when its field is deleted and re-created, and a removal holding an old value could
+// then delete a newer entry (an A-B-A race that two processes hammering the same keys on a
+// Cluster did hit). Hence every existing record is indexed
 // once the writers are done (TestKeyIndexTwoProcesses hammers this from two processes), and the
 // only cost of a crash between steps is an extra entry, which readers filter out (they read the
 // records anyway) and remove. The one window left is a process dying between HSETNX and the
@@ -49,7 +53,7 @@ func (s *Store) keyIndexKey(user string) string { return s.prefix + "{u:" + user
 func (s *Store) directoryKey() string           { return s.prefix + "directory" }
 func (s *Store) indexedKey() string             { return s.prefix + "keyindex" }
 
-// unindexScript deletes field ARGV[1] of the index KEYS[1] if its generation is still ARGV[2].
+// unindexScript deletes field ARGV[1] of the index KEYS[1] if its mark is still ARGV[2].
 const unindexScript = `if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0`
 
 // indexBatch bounds the commands of one pipeline in index maintenance and listing.
@@ -58,7 +62,7 @@ const indexBatch = 500
 // indexEntry is one entry of a user's index.
 type indexEntry struct {
 	id  string
-	gen string
+	gen string // its mark
 }
 
 // userIndex reads the index of each of users in one pipelined round trip.
@@ -134,7 +138,10 @@ type staleEntry struct {
 	indexEntry
 }
 
-// unindex removes stale entries, each only if its generation is still the one read.
+// newMark returns a fresh index mark: 64 random bits, never equal to an earlier one.
+func newMark() string { return randomHex(8) }
+
+// unindex removes stale entries, each only if its mark is still the one read.
 func (s *Store) unindex(ctx context.Context, stale []staleEntry) error {
 	for batch := range slices.Chunk(stale, indexBatch) {
 		pipe := s.rdb.Pipeline()
@@ -267,7 +274,7 @@ func (s *Store) reindex(ctx context.Context) (ReindexStats, error) {
 				continue
 			}
 			st.Keys++
-			pipe.HIncrBy(ctx, s.keyIndexKey(r.key.User), ids[i], 1)
+			pipe.HSet(ctx, s.keyIndexKey(r.key.User), ids[i], newMark())
 			users[r.key.User] = struct{}{}
 		}
 		for u := range users {

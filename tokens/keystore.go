@@ -86,16 +86,17 @@ func (s *Store) CreateKey(ctx context.Context, key string, k APIKey) (APIKey, er
 	return k, nil
 }
 
-// markIndexed bumps the generation of id in user's index (adding it) and enters user in the
-// directory, in one round trip; it returns the new generation.
+// markIndexed gives id a new mark in user's index (adding it) and enters user in the
+// directory, in one round trip; it returns the mark.
 func (s *Store) markIndexed(ctx context.Context, user, id string) (string, error) {
 	pipe := s.rdb.Pipeline()
-	gen := pipe.HIncrBy(ctx, s.keyIndexKey(user), id, 1)
+	mark := newMark()
+	pipe.HSet(ctx, s.keyIndexKey(user), id, mark)
 	pipe.ZAdd(ctx, s.directoryKey(), redis.Z{Member: user})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return "", fmt.Errorf("index key %s: %w", id, err)
 	}
-	return strconv.FormatInt(gen.Val(), 10), nil
+	return mark, nil
 }
 
 // addToDirectory enters user in the directory of users (keyindex.go).
@@ -197,8 +198,8 @@ redis.call('DEL', KEYS[1])
 return r`
 
 // deleteKeys deletes the records of entries that belong to user, then their index entries (each
-// only if its generation is unchanged, see keyindex.go), in pipelined batches. With readGen the
-// generations are read first (entries from elsewhere); otherwise entries carry them.
+// only if its mark is unchanged, see keyindex.go), in pipelined batches. With readGen the marks
+// are read first (entries from elsewhere); otherwise entries carry them.
 func (s *Store) deleteKeys(ctx context.Context, user string, entries []indexEntry, readGen bool) ([]APIKey, error) {
 	var deleted []APIKey
 	for batch := range slices.Chunk(entries, indexBatch) {
