@@ -510,7 +510,7 @@ func TestKeyIndexHammer(t *testing.T) {
 		if err := rdb.RPush(ctx, fmt.Sprintf("%sbarrier:%d:%d", hammerPref, b, other), 1).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := rdb.BLPop(ctx, 10*time.Second, fmt.Sprintf("%sbarrier:%d:%d", hammerPref, b, seed)).Err(); err != nil {
+		if err := rdb.BLPop(ctx, time.Minute, fmt.Sprintf("%sbarrier:%d:%d", hammerPref, b, seed)).Err(); err != nil {
 			t.Fatalf("barrier %d: %v", b, err)
 		}
 		key := hammerKey(b)
