@@ -269,6 +269,14 @@ func TestLongJSONLine(t *testing.T) {
 	}
 }
 
+func TestJSONLinesByteOrderMark(t *testing.T) {
+	input := "\ufeff" + `{"user":"a","key":"legacy-key-1"}` + "\n"
+	got, err := keyimport.Run(context.Background(), newFake(), strings.NewReader(input), keyimport.JSONLines, false)
+	if err != nil || got.Created != 1 || len(got.Invalid) != 0 {
+		t.Errorf("Run = %+v, %v; want the line created", got, err)
+	}
+}
+
 func TestDetect(t *testing.T) {
 	for in, want := range map[string]keyimport.Format{
 		`{"user":"a"}`:               keyimport.JSONLines,

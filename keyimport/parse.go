@@ -117,6 +117,9 @@ func parseJSONLines(r io.Reader) ([]record, error) {
 			out = append(out, record{line: line, problem: fmt.Sprintf("the line is longer than %d KiB", maxLine>>10)})
 			continue
 		}
+		if line == 1 {
+			text = bytes.TrimPrefix(text, []byte("\ufeff")) // a byte-order mark some editors write
+		}
 		text = bytes.TrimSpace(text)
 		if len(text) == 0 {
 			continue
