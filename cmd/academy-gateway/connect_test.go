@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,14 +27,6 @@ type connectSetup struct {
 	auth     string // listen.auth
 	tlsCert  string // listen.tls_cert_file
 	tlsKey   string // listen.tls_key_file
-}
-
-// writeFile writes data to a file in the test's temporary directory and returns its path.
-func writeFile(t *testing.T, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	tlstest.WriteFile(t, p, data)
-	return p
 }
 
 // holdAddr listens on a loopback port until the test ends and returns its address.
@@ -115,14 +106,14 @@ func TestCheckConfigConnect(t *testing.T) {
 	leaf := ca.Issue(t, "gateway.example.test")
 	cert, key := leaf.Write(t, t.TempDir())
 	expiredCert, expiredKey := ca.IssueUntil(t, time.Now().Add(-time.Hour), "gateway.example.test").Write(t, t.TempDir())
-	otherKey := writeFile(t, "other.key", ca.Issue(t).KeyPEM)
-	garbage := writeFile(t, "garbage.pem", []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"))
-	caBundle := writeFile(t, "ca.pem", ca.PEM)
-	caBundle2 := writeFile(t, "ca2.pem", append(slices.Clone(ca.PEM), leaf.CertPEM...))
+	otherKey := writeFile(t, "other.key", string(ca.Issue(t).KeyPEM))
+	garbage := writeFile(t, "garbage.pem", "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+	caBundle := writeFile(t, "ca.pem", string(ca.PEM))
+	caBundle2 := writeFile(t, "ca2.pem", string(ca.PEM)+string(leaf.CertPEM))
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	redisCert, redisKey := ca.Issue(t).Write(t, t.TempDir()) // for 127.0.0.1
 	tlsRedis := redistest.StartTLS(t, redisCert, redisKey, ca.PEM)
-	strangerCA := writeFile(t, "stranger.pem", tlstest.NewCA(t, "a CA that signed nothing here").PEM)
+	strangerCA := writeFile(t, "stranger.pem", string(tlstest.NewCA(t, "a CA that signed nothing here").PEM))
 	rediss := func(caFile string) string {
 		return `  url: "` + tlsRedis.URL() + `"` + "\n  tls_ca_file: \"" + caFile + `"`
 	}
