@@ -21,7 +21,7 @@ trap 'exit 0' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 (cd "$ROOT" && go build -o "$BIN" ./cmd/academy-gateway)
 
-REDIS_PORT=$(free_port); SIM_PORT=$(free_port); OPS_PORT=$(free_port)
+REDIS_PORT=${REDIS_PORT:-$(free_port)}; SIM_PORT=$(free_port); OPS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK" >/dev/null &
 pids+=($!)
 "$BIN" sim --listen "127.0.0.1:$SIM_PORT" >/dev/null &

@@ -114,7 +114,8 @@ func NewManager(store *Store, academy *Academy, m *metrics.Metrics, opts Manager
 }
 
 // LookupKey returns the record of an API key: ErrUnknownKey when it is malformed, unknown or
-// revoked; ErrStoreUnavailable when Redis is down and the key was never seen.
+// revoked; ErrStoreUnavailable when Redis is down and the key was never seen. A cached record
+// is refilled by one Redis read per CacheTTL, shared by all requests that miss meanwhile.
 func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	if !WellFormed(key) {
 		return APIKey{}, ErrUnknownKey
@@ -128,14 +129,19 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	}
 	mg.countLookup(fresh)
 	if !fresh && !(ok && mg.storeDown(now)) {
-		k, err := mg.store.KeyByHash(ctx, hash)
-		mg.noteStore(err, now)
+		k, err := mg.keys.fill(ctx, hash, func() (APIKey, error) {
+			k, err := mg.store.KeyByHash(context.WithoutCancel(ctx), hash)
+			mg.noteStore(err, now)
+			if err == nil || errors.Is(err, ErrUnknownKey) {
+				mg.keys.put(id, k, err, now)
+			}
+			return k, err
+		})
 		switch {
 		case errors.Is(err, ErrStoreUnavailable) && ok:
 			// serve the last known answer while Redis is away
 		case err == nil || errors.Is(err, ErrUnknownKey):
 			e = cacheEntry[APIKey]{val: k, err: err}
-			mg.keys.put(id, k, err, now)
 		default:
 			return APIKey{}, err
 		}
@@ -149,8 +155,9 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	return e.val, nil
 }
 
-// Connection returns the user's connection, from the cache when fresh: ErrNotConnected when
-// there is none; a stale cached copy when Redis is down.
+// Connection returns the user's connection, from the cache when fresh (one Redis read per
+// user per CacheTTL refills it, shared by all requests that miss meanwhile): ErrNotConnected
+// when there is none; a stale cached copy when Redis is down.
 func (mg *Manager) Connection(ctx context.Context, user string) (Connection, error) {
 	now := mg.opts.Now()
 	e, fresh, ok := mg.conns.get(user, now)
@@ -158,13 +165,16 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 	if fresh || (ok && e.err == nil && mg.storeDown(now)) {
 		return e.val, e.err
 	}
-	c, err := mg.store.Connection(ctx, user)
-	mg.noteStore(err, now)
-	switch {
-	case errors.Is(err, ErrStoreUnavailable) && ok && e.err == nil:
+	c, err := mg.conns.fill(ctx, user, func() (Connection, error) {
+		c, err := mg.store.Connection(context.WithoutCancel(ctx), user)
+		mg.noteStore(err, now)
+		if err == nil || errors.Is(err, ErrNotConnected) {
+			mg.conns.put(user, c, err, now)
+		}
+		return c, err
+	})
+	if errors.Is(err, ErrStoreUnavailable) && ok && e.err == nil {
 		return e.val, nil
-	case err == nil || errors.Is(err, ErrNotConnected):
-		mg.conns.put(user, c, err, now)
 	}
 	return c, err
 }
