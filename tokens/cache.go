@@ -13,11 +13,17 @@ import (
 // reads Redis and the others wait for its answer, so a warm entry costs at most one Redis read
 // per ttl per process however many requests use it (issue 13: 548 HMGET in 5 s for one key at
 // 256 connections before, 10 after).
+//
+// Negative answers live apart, under their own smaller bound, so unknown keys (a flood of random
+// ones before the key filter is built, see keyfilter.go) can neither grow memory past it nor
+// evict the records of keys in use.
 type cache[V any] struct {
-	mu    sync.RWMutex
-	ttl   time.Duration
-	max   int
-	items map[string]cacheEntry[V]
+	mu     sync.RWMutex
+	ttl    time.Duration
+	max    int
+	maxNeg int
+	items  map[string]cacheEntry[V] // answers without error
+	neg    map[string]cacheEntry[V] // negative answers (err set)
 
 	fillMu sync.Mutex
 	fills  map[string]*cacheFill[V] // refills in progress, by flight key
@@ -36,14 +42,19 @@ type cacheEntry[V any] struct {
 	at  time.Time
 }
 
-func newCache[V any](ttl time.Duration, max int) *cache[V] {
-	return &cache[V]{ttl: ttl, max: max, items: make(map[string]cacheEntry[V])}
+// newCache returns a cache of at most max answers and maxNeg negative answers.
+func newCache[V any](ttl time.Duration, max, maxNeg int) *cache[V] {
+	return &cache[V]{ttl: ttl, max: max, maxNeg: maxNeg,
+		items: make(map[string]cacheEntry[V]), neg: make(map[string]cacheEntry[V])}
 }
 
 // get returns the entry for k and whether it is still fresh at now.
 func (c *cache[V]) get(k string, now time.Time) (e cacheEntry[V], fresh, ok bool) {
 	c.mu.RLock()
 	e, ok = c.items[k]
+	if !ok {
+		e, ok = c.neg[k]
+	}
 	c.mu.RUnlock()
 	return e, ok && now.Sub(e.at) < c.ttl, ok
 }
@@ -51,26 +62,32 @@ func (c *cache[V]) get(k string, now time.Time) (e cacheEntry[V], fresh, ok bool
 func (c *cache[V]) put(k string, v V, err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.items[k]; !ok && len(c.items) >= c.max {
-		for old := range c.items { // map order is random: this evicts a random entry
-			delete(c.items, old)
+	into, other, bound := c.items, c.neg, c.max
+	if err != nil {
+		into, other, bound = c.neg, c.items, c.maxNeg
+	}
+	delete(other, k)
+	if _, ok := into[k]; !ok && len(into) >= bound {
+		for old := range into { // map order is random: this evicts a random entry
+			delete(into, old)
 			break
 		}
 	}
-	c.items[k] = cacheEntry[V]{val: v, err: err, at: now}
+	into[k] = cacheEntry[V]{val: v, err: err, at: now}
 }
 
 func (c *cache[V]) delete(k string) {
 	c.mu.Lock()
 	delete(c.items, k)
+	delete(c.neg, k)
 	c.mu.Unlock()
 }
 
-// len returns the number of entries, fresh or stale.
-func (c *cache[V]) len() int {
+// size returns the number of answers and of negative answers held, fresh or stale.
+func (c *cache[V]) size() (answers, negative int) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.items)
+	return len(c.items), len(c.neg)
 }
 
 // fill runs load once for all callers that ask with the same key while it runs: the first runs

@@ -23,6 +23,7 @@ type ManagerOptions struct {
 	// It bounds how long a revocation takes when an invalidation message is missed.
 	CacheTTL time.Duration
 	// CacheSize bounds the number of cached keys and of cached connections; zero: 100000.
+	// Negative answers (unknown key, no connection) are bounded apart, to a tenth of it.
 	CacheSize int
 	// LeaseTTL is the lifetime of the cross-replica refresh lease, renewed while a refresh runs;
 	// zero: 10s.
@@ -79,6 +80,7 @@ type Manager struct {
 	misses prometheus.Counter
 	keys   *cache[APIKey]     // by key id
 	conns  *cache[Connection] // by user
+	filter keyFilter          // ids of registered keys, once built (Watch)
 	flight flight
 
 	usedMu sync.Mutex
@@ -91,6 +93,10 @@ type Manager struct {
 	// again, so an unreachable Redis costs one timeout per storeBackoff, not one per request.
 	storeDownUntil atomic.Int64
 }
+
+// negativeSize bounds the negative answers cached (unknown keys, users without a connection): a
+// tenth of the cache size, at least one.
+func negativeSize(size int) int { return max(1, size/10) }
 
 // storeBackoff is how long the request path trusts stale cache entries after Redis failed.
 const storeBackoff = 500 * time.Millisecond
@@ -106,8 +112,8 @@ func NewManager(store *Store, academy *Academy, m *metrics.Metrics, opts Manager
 		store: store, academy: academy, m: m, opts: opts, log: opts.Logger,
 		hits:   m.CacheLookups.WithLabelValues("hit"),
 		misses: m.CacheLookups.WithLabelValues("miss"),
-		keys:   newCache[APIKey](opts.CacheTTL, opts.CacheSize),
-		conns:  newCache[Connection](opts.CacheTTL, opts.CacheSize),
+		keys:   newCache[APIKey](opts.CacheTTL, opts.CacheSize, negativeSize(opts.CacheSize)),
+		conns:  newCache[Connection](opts.CacheTTL, opts.CacheSize, negativeSize(opts.CacheSize)),
 		used:   make(map[string]time.Time),
 		failed: make(map[string]time.Time),
 	}
@@ -122,6 +128,9 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	}
 	hash := HashKey(key)
 	id := keyID(hash)
+	if known, built := mg.filter.has(id); built && !known {
+		return APIKey{}, ErrUnknownKey // never registered: no Redis read, nothing cached
+	}
 	now := mg.opts.Now()
 	e, fresh, ok := mg.keys.get(id, now)
 	if ok && e.err == nil && e.val.hash != hash {

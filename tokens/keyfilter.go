@@ -1,0 +1,141 @@
+package tokens
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Invalid-key floods (issue 14 item 8): without a local answer, every request with a key that
+// was never registered costs a Redis read, and caching those answers costs memory per random key
+// (20 s of random legacy-form keys: ~28k HMGET/s, RSS 25 → 95 MB). A bounded negative cache does
+// not help against keys that never repeat. So each Manager keeps the set of registered key ids
+// (the first 64 bits of the key's SHA-256, ~1 MB for 100,000 keys), built in the background by
+// SSCAN once the invalidation subscription is live and kept current by its messages: a key whose
+// id is not in the set is refused without Redis. Until the first build completes (start-up, a few
+// milliseconds per 10,000 keys), lookups fall back to Redis with the bounded negative cache.
+//
+// Limiting failed lookups per caller was the alternative: it needs a trusted-proxy list to know
+// who the caller is behind an ingress, still costs Redis reads up to the limit, and refuses
+// legitimate callers that share an address with an attacker. The set costs a few bytes per key
+// and no per-caller state.
+//
+// The set only grows between builds (a revoked key stays in it until the next build and is then
+// answered by Redis and the negative cache), and it is rebuilt on every (re)subscription, since
+// messages published while the subscription was down are lost, and every rebuild interval, which
+// bounds how long a key whose announcement was lost (a failed PUBLISH) is refused.
+
+// keyFilter is the set of registered key ids.
+type keyFilter struct {
+	mu      sync.RWMutex
+	ids     map[uint64]struct{} // nil until the first build completes
+	pending map[uint64]struct{} // ids announced during a build, added to its result; nil when none runs
+}
+
+// idBits parses a key id (16 hex digits).
+func idBits(id string) (uint64, bool) {
+	if len(id) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(id, 16, 64)
+	return n, err == nil
+}
+
+// has reports whether id may be registered; ready is false until the set was built once.
+func (f *keyFilter) has(id string) (known, ready bool) {
+	n, ok := idBits(id)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.ids == nil {
+		return true, false
+	}
+	_, known = f.ids[n]
+	return ok && known, true
+}
+
+// add records an announced id (a key created, or revoked: either way Redis has the answer).
+func (f *keyFilter) add(id string) {
+	n, ok := idBits(id)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ids != nil {
+		f.ids[n] = struct{}{}
+	}
+	if f.pending != nil {
+		f.pending[n] = struct{}{}
+	}
+}
+
+// size returns the number of ids held and whether the set was built.
+func (f *keyFilter) size() (int, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.ids), f.ids != nil
+}
+
+// build replaces the set with the ids scan yields, plus those announced meanwhile. On error the
+// current set is kept. Builds must not run concurrently.
+func (f *keyFilter) build(ctx context.Context, scan func(ctx context.Context, yield func(id string)) error) error {
+	f.mu.Lock()
+	f.pending = make(map[uint64]struct{})
+	hint := len(f.ids)
+	f.mu.Unlock()
+	next := make(map[uint64]struct{}, hint)
+	err := scan(ctx, func(id string) {
+		if n, ok := idBits(id); ok {
+			next[n] = struct{}{}
+		}
+	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		for n := range f.pending {
+			next[n] = struct{}{}
+		}
+		f.ids = next
+	}
+	f.pending = nil
+	return err
+}
+
+// keyFilterRetry is the wait before retrying a failed build.
+const keyFilterRetry = time.Second
+
+// keepKeyFilter builds the key filter whenever rebuild signals and every opts.Interval, until
+// ctx ends.
+func (mg *Manager) keepKeyFilter(ctx context.Context, rebuild <-chan struct{}) {
+	t := time.NewTicker(mg.opts.Interval)
+	defer t.Stop()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rebuild:
+		case <-t.C:
+		case <-retry:
+		}
+		retry = nil
+		began := time.Now()
+		if err := mg.filter.build(ctx, mg.store.KeyIDs); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			mg.log.Warn("load key ids; unknown keys are looked up in Redis meanwhile", zap.Error(err))
+			retry = time.After(keyFilterRetry)
+			continue
+		}
+		n, _ := mg.filter.size()
+		mg.log.Debug("key filter built", zap.Int("keys", n), zap.Duration("took", time.Since(began)))
+	}
+}
+
+// KeyFilter reports how many key ids the local key filter holds and whether it is built (until
+// it is, unknown keys are looked up in Redis). For readiness reports and tests.
+func (mg *Manager) KeyFilter() (ids int, built bool) { return mg.filter.size() }
