@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -13,7 +14,7 @@ import (
 // was never registered costs a Redis read, and caching those answers costs memory per random key
 // (20 s of random legacy-form keys: ~28k HMGET/s, RSS 25 → 95 MB). A bounded negative cache does
 // not help against keys that never repeat. So each Manager keeps the set of registered key ids
-// (the first 64 bits of the key's SHA-256, ~1 MB for 100,000 keys), built in the background by
+// (the first 64 bits of the key's SHA-256: 800 kB for 100,000 keys), built in the background by
 // SSCAN once the invalidation subscription is live and kept current by its messages: a key whose
 // id is not in the set is refused without Redis. Until the first build completes (start-up, a few
 // milliseconds per 10,000 keys), lookups fall back to Redis with the bounded negative cache.
@@ -28,11 +29,14 @@ import (
 // messages published while the subscription was down are lost, and every rebuild interval, which
 // bounds how long a key whose announcement was lost (a failed PUBLISH) is refused.
 
-// keyFilter is the set of registered key ids.
+// keyFilter is the set of registered key ids: a sorted slice from the last build (8 bytes per
+// key) and a map of the ids announced since.
 type keyFilter struct {
 	mu      sync.RWMutex
-	ids     map[uint64]struct{} // nil until the first build completes
-	pending map[uint64]struct{} // ids announced during a build, added to its result; nil when none runs
+	built   bool
+	ids     []uint64            // sorted, from the last build
+	added   map[uint64]struct{} // announced since the last build
+	pending map[uint64]struct{} // announced during a build, added to its result; nil when none runs
 }
 
 // idBits parses a key id (16 hex digits).
@@ -49,10 +53,13 @@ func (f *keyFilter) has(id string) (known, ready bool) {
 	n, ok := idBits(id)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.ids == nil {
+	if !f.built {
 		return true, false
 	}
-	_, known = f.ids[n]
+	if _, found := slices.BinarySearch(f.ids, n); found {
+		return ok, true
+	}
+	_, known = f.added[n]
 	return ok && known, true
 }
 
@@ -64,9 +71,10 @@ func (f *keyFilter) add(id string) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ids != nil {
-		f.ids[n] = struct{}{}
+	if f.added == nil {
+		f.added = make(map[uint64]struct{})
 	}
+	f.added[n] = struct{}{}
 	if f.pending != nil {
 		f.pending[n] = struct{}{}
 	}
@@ -76,29 +84,28 @@ func (f *keyFilter) add(id string) {
 func (f *keyFilter) size() (int, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return len(f.ids), f.ids != nil
+	return len(f.ids) + len(f.added), f.built
 }
 
 // build replaces the set with the ids scan yields, plus those announced meanwhile. On error the
 // current set is kept. Builds must not run concurrently.
-func (f *keyFilter) build(ctx context.Context, scan func(ctx context.Context, yield func(id string)) error) error {
+// hint is the expected number of ids.
+func (f *keyFilter) build(ctx context.Context, hint int, scan func(ctx context.Context, yield func(id string)) error) error {
 	f.mu.Lock()
 	f.pending = make(map[uint64]struct{})
-	hint := len(f.ids)
+	next := make([]uint64, 0, max(hint, len(f.ids)+len(f.added)))
 	f.mu.Unlock()
-	next := make(map[uint64]struct{}, hint)
 	err := scan(ctx, func(id string) {
 		if n, ok := idBits(id); ok {
-			next[n] = struct{}{}
+			next = append(next, n)
 		}
 	})
+	slices.Sort(next)
+	next = slices.Clip(slices.Compact(next))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err == nil {
-		for n := range f.pending {
-			next[n] = struct{}{}
-		}
-		f.ids = next
+		f.ids, f.added, f.built = next, f.pending, true
 	}
 	f.pending = nil
 	return err
@@ -123,7 +130,11 @@ func (mg *Manager) keepKeyFilter(ctx context.Context, rebuild <-chan struct{}) {
 		}
 		retry = nil
 		began := time.Now()
-		if err := mg.filter.build(ctx, mg.store.KeyIDs); err != nil {
+		n, err := mg.store.KeyCount(ctx)
+		if err == nil {
+			err = mg.filter.build(ctx, int(min(n, 10_000_000))+64, mg.store.KeyIDs)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -131,8 +142,8 @@ func (mg *Manager) keepKeyFilter(ctx context.Context, rebuild <-chan struct{}) {
 			retry = time.After(keyFilterRetry)
 			continue
 		}
-		n, _ := mg.filter.size()
-		mg.log.Debug("key filter built", zap.Int("keys", n), zap.Duration("took", time.Since(began)))
+		ids, _ := mg.filter.size()
+		mg.log.Debug("key filter built", zap.Int("keys", ids), zap.Duration("took", time.Since(began)))
 	}
 }
 

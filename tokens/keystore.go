@@ -135,6 +135,16 @@ const maxScanRounds = 10_000
 // KeyIDs calls yield with the id of every registered key, read with SSCAN in batches so that a
 // large set never blocks Redis. An id may be yielded twice.
 func (s *Store) KeyIDs(ctx context.Context, yield func(id string)) error {
+	return s.scanKeyIDs(ctx, yield)
+}
+
+// KeyCount returns how many keys are registered.
+func (s *Store) KeyCount(ctx context.Context) (int64, error) {
+	n, err := s.rdb.SCard(ctx, s.apiKeysKey()).Result()
+	return n, s.observe("count_keys", err)
+}
+
+func (s *Store) scanKeyIDs(ctx context.Context, yield func(id string)) error {
 	var cursor uint64
 	for range maxScanRounds {
 		ids, next, err := s.rdb.SScan(ctx, s.apiKeysKey(), cursor, "", 1000).Result()
