@@ -8,20 +8,22 @@
 #   GATEWAY_NAME=academy-gateway GATEWAY_CMD='exec bench/gateway.sh' shared/bench/run.sh
 #
 # Needs: redis-server, curl, and LISTEN_ADDR / UPSTREAM_URL from the harness. LOG_LEVEL (default
-# info) sets the gateway's log level; access lines go to /dev/null.
+# info) sets the gateway's log level; access lines go to /dev/null. GATEWAY_BIN runs that binary
+# instead of building one; REDIS_PORT and OPS_PORT fix those ports (to read Redis INFO
+# commandstats or the gateway's /metrics during a run).
 set -euo pipefail
 : "${LISTEN_ADDR:?set by the harness}" "${UPSTREAM_URL:?set by the harness}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d -t agwbench.XXXXXX)
-BIN=$WORK/academy-gateway
+BIN=${GATEWAY_BIN:-$WORK/academy-gateway}
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 0' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-(cd "$ROOT" && go build -o "$BIN" ./cmd/academy-gateway)
+[[ -n ${GATEWAY_BIN:-} ]] || (cd "$ROOT" && go build -o "$BIN" ./cmd/academy-gateway)
 
-REDIS_PORT=${REDIS_PORT:-$(free_port)}; SIM_PORT=$(free_port); OPS_PORT=$(free_port)
+REDIS_PORT=${REDIS_PORT:-$(free_port)}; SIM_PORT=$(free_port); OPS_PORT=${OPS_PORT:-$(free_port)}
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK" >/dev/null &
 pids+=($!)
 "$BIN" sim --listen "127.0.0.1:$SIM_PORT" >/dev/null &

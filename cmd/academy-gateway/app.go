@@ -276,6 +276,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	log := newLogger(cfg.Log, e.stderr)
 	defer log.Sync()
+	applyMemoryLimit(log, e.getenv)
 	a, err := newApp(cfg, log, appOptions{})
 	if err != nil {
 		return err
