@@ -48,19 +48,19 @@ func idBits(id string) (uint64, bool) {
 	return n, err == nil
 }
 
-// has reports whether id may be registered; ready is false until the set was built once.
-func (f *keyFilter) has(id string) (known, ready bool) {
-	n, ok := idBits(id)
+// hasBits reports whether the id whose 64 bits are n (the first 8 bytes of the key's SHA-256,
+// big-endian: what idBits parses) may be registered; ready is false until the set was built.
+func (f *keyFilter) hasBits(n uint64) (known, ready bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if !f.built {
 		return true, false
 	}
 	if _, found := slices.BinarySearch(f.ids, n); found {
-		return ok, true
+		return true, true
 	}
 	_, known = f.added[n]
-	return ok && known, true
+	return known, true
 }
 
 // add records an announced id (a key created, or revoked: either way Redis has the answer).

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -126,18 +127,21 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	if !WellFormed(key) {
 		return APIKey{}, ErrUnknownKey
 	}
-	hash := HashKey(key)
-	id := keyID(hash)
-	if known, built := mg.filter.has(id); built && !known {
+	var hexed [64]byte
+	sum := hashKey(key, &hexed)
+	if known, built := mg.filter.hasBits(binary.BigEndian.Uint64(sum[:8])); built && !known {
 		return APIKey{}, ErrUnknownKey // never registered: no Redis read, nothing cached
 	}
 	now := mg.opts.Now()
-	e, fresh, ok := mg.keys.get(id, now)
-	if ok && e.err == nil && e.val.hash != hash {
+	// A warm lookup allocates nothing: the conversions below are only looked up or compared.
+	e, fresh, ok := mg.keys.get(string(hexed[:16]), now)
+	if ok && e.err == nil && e.val.hash != string(hexed[:]) {
 		fresh, ok = false, false // another key with the same id prefix
 	}
 	mg.countLookup(fresh)
 	if !fresh && !(ok && mg.storeDown(now)) {
+		hash := string(hexed[:])
+		id := keyID(hash)
 		k, err := mg.keys.fill(ctx, hash, func() (APIKey, error) {
 			k, err := mg.store.KeyByHash(context.WithoutCancel(ctx), hash)
 			mg.noteStore(err, now)
