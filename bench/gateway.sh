@@ -10,7 +10,9 @@
 # Needs: redis-server, curl, and LISTEN_ADDR / UPSTREAM_URL from the harness. LOG_LEVEL (default
 # info) sets the gateway's log level; access lines go to /dev/null. GATEWAY_BIN runs that binary
 # instead of building one; REDIS_PORT and OPS_PORT fix those ports (to read Redis INFO
-# commandstats or the gateway's /metrics during a run).
+# commandstats or the gateway's /metrics during a run). SIM_MINUTE (default 1m) is how long one
+# Academy minute lasts for the simulator and the gateway (access tokens live 5 of them), and
+# REFRESH_BEFORE (default 60s) the gateway's oauth.refresh_before: for refresh-under-load runs.
 set -euo pipefail
 : "${LISTEN_ADDR:?set by the harness}" "${UPSTREAM_URL:?set by the harness}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +28,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 REDIS_PORT=${REDIS_PORT:-$(free_port)}; SIM_PORT=$(free_port); OPS_PORT=${OPS_PORT:-$(free_port)}
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK" >/dev/null &
 pids+=($!)
-"$BIN" sim --listen "127.0.0.1:$SIM_PORT" >/dev/null &
+"$BIN" sim --listen "127.0.0.1:$SIM_PORT" --minute "${SIM_MINUTE:-1m}" >/dev/null &
 pids+=($!)
 SIM=http://127.0.0.1:$SIM_PORT
 
@@ -43,6 +45,8 @@ oauth:
   refresh_url: $SIM/refresh
   invalidate_url: $SIM/invalidate
   redirect_url: http://$1/oauth/callback
+  expires_in_unit: ${SIM_MINUTE:-1m}
+  refresh_before: ${REFRESH_BEFORE:-60s}
 redis: {url: "redis://127.0.0.1:$REDIS_PORT/0"}
 security: {encryption_keys: ["$ENC_KEY"]}
 log: {level: ${LOG_LEVEL:-info}}
