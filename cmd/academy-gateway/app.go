@@ -21,11 +21,13 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
 	"github.com/academy-gateway/academy-gateway/proxy"
 	"github.com/academy-gateway/academy-gateway/tokens"
+	"github.com/academy-gateway/academy-gateway/webhooks"
 )
 
 // The proxy depends on the manager only through its own narrow interfaces.
@@ -49,6 +51,9 @@ type app struct {
 	academy *tokens.Academy
 	mgr     *tokens.Manager
 	onboard *onboard.Service
+	queue   *webhooks.Queue      // nil when webhooks are off
+	hooks   *webhooks.Dispatcher // nil when webhooks are off
+	audit   audit.Logger
 	closers []func()
 	// watching is closed once the cache-invalidation subscription is live.
 	watching chan struct{}
@@ -60,6 +65,8 @@ type appOptions struct {
 	managerInterval time.Duration
 	// cacheTTL overrides how long cached keys and connections are served (zero: 1s).
 	cacheTTL time.Duration
+	// webhooks adjusts the webhook dispatcher's options (tests shorten its waits); nil: none.
+	webhooks func(*webhooks.Options)
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
@@ -81,6 +88,12 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		return nil, usageError{fmt.Errorf("security.encryption_keys: %w", err)}
 	}
 	a.store = tokens.NewStore(rdb, cfg.Redis.KeyPrefix, kr, a.m, nil)
+	a.m.SetConnectionsSource(a.store.CountByStatus)
+	a.audit = audit.New(log)
+	if cfg.Webhooks.URL != "" {
+		a.queue = webhooks.NewQueue(rdb, cfg.Redis.KeyPrefix, cfg.Webhooks.Events)
+		a.m.SetWebhookPending(a.queue.Pending)
+	}
 	base := strings.TrimRight(cfg.Upstream.BaseURL, "/")
 	a.academy = tokens.NewAcademy(&http.Client{Timeout: cfg.Upstream.Timeout.D(), Transport: proxy.NewTransport(cfg.Upstream.Timeout.D())},
 		tokens.AcademyConfig{
@@ -96,14 +109,20 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		Interval:       opts.managerInterval,
 		CacheTTL:       opts.cacheTTL,
 		Logger:         log.Named("tokens"),
+		OnReauth:       a.onReauth,
 	})
 	redirect, _ := url.Parse(cfg.OAuth.RedirectURL) // validated by config
 	a.onboard = onboard.New(a.store, a.academy, onboard.Options{
 		AuthorizeURL: cfg.OAuth.AuthorizeURL, RedirectURL: redirect,
 		ClientID: cfg.OAuth.ClientID, Scopes: cfg.OAuth.Scopes,
 		Connected: func(user string) { a.mgr.Forget(user, "") },
+		Publish:   a.queue.Publish,
 		Logger:    log.Named("onboard"),
 	})
+	if a.hooks, err = a.newDispatcher(opts); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -187,8 +206,8 @@ func (a *app) opsHandler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	r.Path("/readyz").Methods(http.MethodGet).HandlerFunc(a.ready)
-	r.PathPrefix("/admin/").Handler(admin.New(a.store, a.mgr, a.onboard,
-		admin.Options{Token: a.cfg.Security.AdminToken, Logger: a.log.Named("admin")}))
+	r.PathPrefix("/admin/").Handler(admin.New(adminStore{a.store, a}, revoker{a}, a.onboard,
+		admin.Options{Token: a.cfg.Security.AdminToken, Logger: a.log.Named("admin"), Audit: a.audit}))
 	return r
 }
 
@@ -225,6 +244,9 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	mctx, stopManager := context.WithCancel(ctx)
 	var background sync.WaitGroup
 	background.Go(func() { a.mgr.Run(mctx) })
+	if a.hooks != nil {
+		background.Go(func() { a.hooks.Run(mctx) })
+	}
 	var once sync.Once
 	background.Go(func() { a.mgr.Watch(mctx, func() { once.Do(func() { close(a.watching) }) }) })
 	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),

@@ -11,7 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -25,7 +28,11 @@ func (e env) openForCLI(path string) (*app, error) {
 		return nil, err
 	}
 	cfg.Log.Level = "warn"
-	return newApp(cfg, newLogger(cfg.Log, e.stderr), appOptions{})
+	a, err := newApp(cfg, newLogger(cfg.Log, e.stderr), appOptions{})
+	if err == nil {
+		a.audit = e.cliAudit(cfg)
+	}
+	return a, err
 }
 
 func (e env) keys(ctx context.Context, args []string) error {
@@ -62,6 +69,8 @@ func (e env) keys(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		a.audit.Record(audit.KeyCreated, audit.FromCLI, zap.String("user", k.User), zap.String("key_id", k.ID),
+			zap.Strings("scopes", k.Scopes), zap.Bool("registered_existing", *existing != ""))
 		if *asJSON {
 			return writeJSON(e.stdout, admin.CreatedKeyJSON{ID: k.ID, Key: key, User: k.User,
 				Scopes: k.Scopes, Name: k.Name, CreatedAt: k.CreatedAt})
@@ -109,13 +118,14 @@ func (e env) keys(ctx context.Context, args []string) error {
 			return err
 		}
 		defer a.Close()
-		k, err := a.store.DeleteKey(ctx, pos[0])
+		k, err := adminStore{a.store, a}.DeleteKey(ctx, pos[0])
 		if errors.Is(err, tokens.ErrNotFound) {
 			return fmt.Errorf("keys revoke: no key with id %s", pos[0])
 		}
 		if err != nil {
 			return err
 		}
+		a.audit.Record(audit.KeyRevoked, audit.FromCLI, zap.String("user", k.User), zap.String("key_id", k.ID))
 		fmt.Fprintf(e.stdout, "revoked key %s of %s\n", k.ID, k.User)
 		return nil
 	}
@@ -137,6 +147,7 @@ func (e env) connections(ctx context.Context, args []string) error {
 	}
 	fs, path := e.newFlags("connections " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
+	newIdentity := newIdentityFlag(fs, args[0])
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -155,10 +166,11 @@ func (e env) connections(ctx context.Context, args []string) error {
 	defer a.Close()
 	switch args[0] {
 	case "authorize":
-		link, exp, err := a.onboard.Authorize(ctx, pos[0])
+		link, exp, err := a.onboard.Authorize(ctx, pos[0], *newIdentity)
 		if err != nil {
 			return err
 		}
+		a.audit.Record(audit.LinkIssued, audit.FromCLI, zap.String("user", pos[0]), zap.Bool("allow_new_identity", *newIdentity))
 		if *asJSON {
 			return writeJSON(e.stdout, map[string]any{"authorize_url": link, "expires_at": exp})
 		}
@@ -190,9 +202,10 @@ func (e env) connections(ctx context.Context, args []string) error {
 		}
 		return printConnections(e.stdout, []tokens.Connection{c})
 	case "revoke":
-		if err := a.mgr.Revoke(ctx, pos[0]); err != nil {
+		if err := (revoker{a}).Revoke(ctx, pos[0]); err != nil {
 			return err
 		}
+		a.audit.Record(audit.ConnectionRevoked, audit.FromCLI, zap.String("user", pos[0]))
 		fmt.Fprintf(e.stdout, "revoked the connection of %s\n", pos[0])
 		return nil
 	}

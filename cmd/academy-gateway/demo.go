@@ -60,7 +60,7 @@ func (e env) demo(ctx context.Context, args []string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.serve(ctx, proxyLn, opsLn) }()
 
-	link, _, err := a.onboard.Authorize(ctx, "demo")
+	link, _, err := a.onboard.Authorize(ctx, "demo", false)
 	if err == nil {
 		err = onboardViaHTTP(ctx, link, "john")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -474,14 +475,16 @@ type obsText struct {
 // then no secret (client secret, admin token, encryption key, API keys, access and refresh
 // tokens, onboarding tickets, states and codes) shows in the logs, the metrics, any error body,
 // any admin answer (except the one created key and the one issued link in their own answers),
-// or the output of check-config.
+// or the output of check-config; nor in a webhook delivery (headers and body) or an audit line.
 func TestRedaction(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, time.Minute)
 	adminToken := "agw-admin-" + rand.Text()
 	s.cfg.Security.AdminToken = adminToken
 	s.cfg.Log.Level = "debug"
-	r := s.start(nil)
+	hooks := newHookReceiver(t)
+	withWebhooks(s, hooks)
+	r := s.startWith(nil, fastHooks)
 	john, jane := s.sim.Users()[0], s.sim.Users()[1]
 
 	secrets := map[string]string{} // name → value
@@ -497,6 +500,8 @@ func TestRedaction(t *testing.T) {
 
 	add("client secret", s.cfg.OAuth.ClientSecret)
 	add("admin token", adminToken)
+	add("webhook secret", hooks.secret)
+	add("webhook signing key", strings.TrimPrefix(hooks.secret, "whsec_"))
 	for i, k := range s.cfg.Security.EncryptionKeys {
 		add("encryption key "+strconv.Itoa(i), k)
 	}
@@ -666,6 +671,26 @@ func TestRedaction(t *testing.T) {
 		t.Errorf("DELETE /admin/keys/%s = %d %s", created.ID, resp.StatusCode, body)
 	}
 	see("admin answer: delete key", obsHeaderText(resp.Header)+body)
+	resp, body = obsFetch(t, "DELETE", r.opsURL+"/admin/connections/erin", good, "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("DELETE /admin/connections/erin = %d %s", resp.StatusCode, body)
+	}
+
+	// Every lifecycle event was delivered; the receiver saw headers and bodies.
+	pollUntil(t, "every webhook delivered", func() bool {
+		n, err := r.app.queue.Pending(t.Context())
+		return err == nil && n == 0
+	})
+	seenTypes := map[string]bool{}
+	for _, e := range hooks.all() {
+		seenTypes[e.Type] = true
+		see("webhook delivery "+e.Type, e.Raw)
+	}
+	for _, typ := range config.Events {
+		if !seenTypes[typ] {
+			t.Errorf("no %s webhook was delivered: the traffic missed a path", typ)
+		}
+	}
 
 	// check-config on the very configuration the replica runs.
 	var out, errOut bytes.Buffer
@@ -689,7 +714,8 @@ func TestRedaction(t *testing.T) {
 		`"outcome":"reauthorization_required"`, `"msg":"user connected"`, `"msg":"onboarding refused"`,
 		`"msg":"token refreshed"`, `"msg":"refresh token rejected; connection needs re-authorization"`,
 		`"msg":"admin request failed"`, `"msg":"api key created"`, `"msg":"onboarding link issued"`,
-		`"msg":"api key revoked"`,
+		`"msg":"api key revoked"`, `"logger":"audit"`, `"action":"key.created"`, `"action":"link.issued"`,
+		`"action":"key.revoked"`, `"action":"connection.revoked"`,
 	} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the logs have no %s: the traffic missed a path", want)

@@ -24,8 +24,9 @@ commands:
   keys create --user U [--scopes read,write,delete] [--name TEXT] [--key EXISTING] [--json]
   keys list [--user U] [--json]
   keys revoke ID
-  connections authorize U [--json]
+  connections authorize [--new-identity] U [--json]
   connections list [--json] | connections show U [--json] | connections revoke U
+  rekey [--dry-run]             re-encrypt every connection with the first encryption key
   check-config                  validate and print the effective configuration (secrets masked)
   version                       print version, commit and Go version
 `
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.keys(ctx, rest)
 	case "connections":
 		return e.connections(ctx, rest)
+	case "rekey":
+		return e.rekey(ctx, rest)
 	case "check-config":
 		return e.checkConfig(rest)
 	case "version":
