@@ -13,12 +13,24 @@
 # commandstats or the gateway's /metrics during a run). SIM_MINUTE (default 1m) is how long one
 # Academy minute lasts for the simulator and the gateway (access tokens live 5 of them), and
 # REFRESH_BEFORE (default 60s) the gateway's oauth.refresh_before: for refresh-under-load runs.
+# GATEWAY_STATS (a path prefix): GATEWAY_STATS.PID keeps the gateway process's peak RSS and
+# Redis's INFO commandstats since the gateway began serving the harness (see stats below).
 set -euo pipefail
 : "${LISTEN_ADDR:?set by the harness}" "${UPSTREAM_URL:?set by the harness}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d -t agwbench.XXXXXX)
 BIN=${GATEWAY_BIN:-$WORK/academy-gateway}
 pids=()
+# stats: with GATEWAY_STATS set, GATEWAY_STATS.PID holds, rewritten every second while the
+# gateway serves, its peak RSS and Redis's command counts (the harness stops Redis with the rest).
+stats() {
+  while kill -0 "$gw" 2>/dev/null; do
+    { echo "# $(date -u +%FT%TZ) $LISTEN_ADDR gateway VmHWM $(awk '/^VmHWM/ {print $2, $3}' "/proc/$gw/status")"
+      redis-cli -p "$REDIS_PORT" info commandstats | grep '^cmdstat_'; } >"$GATEWAY_STATS.$$.tmp" 2>/dev/null &&
+      mv "$GATEWAY_STATS.$$.tmp" "$GATEWAY_STATS.$$"
+    sleep 1
+  done
+}
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'exit 0' INT TERM
 
@@ -74,4 +86,6 @@ curl -fsL -b "$WORK/jar" -o /dev/null "$consent&sim_user=john"
 kill "$gw"; wait "$gw" || true
 
 serve "$LISTEN_ADDR"
+redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+if [[ -n ${GATEWAY_STATS:-} ]]; then stats & pids+=($!); fi
 wait "$gw"

@@ -26,12 +26,16 @@ const MaxUpstreamConns = 256
 // wait for them; bodies stream for as long as they take).
 func NewTransport(timeout time.Duration) *http.Transport {
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   MaxUpstreamConns,
-		MaxConnsPerHost:       MaxUpstreamConns,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: MaxUpstreamConns,
+		MaxConnsPerHost:     MaxUpstreamConns,
+		// A caller that wants gzip asks for it and gets the upstream's bytes as they are; one
+		// that does not gets identity either way, without the transport asking for gzip and
+		// inflating the answer on the way through.
+		DisableCompression:    true,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: timeout,
