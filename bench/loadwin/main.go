@@ -4,8 +4,9 @@
 //
 //	go run ./bench/loadwin -url http://127.0.0.1:8080/v1/items -H 'x-api-key: k1' -c 256 -d 30s
 //
-// Output: one line per window (requests, non-2xx, errors, p50, p99, max), then the median p99
-// over the windows and the worst window's p99 divided by it.
+// Output: one line per window (requests, non-2xx, errors, p50, p99, max and, with -metrics, the
+// token refreshes the gateway counted in it), then the median p99 over the windows and the worst
+// window's p99 divided by it.
 package main
 
 import (
@@ -32,6 +33,7 @@ func main() {
 	header := flag.String("H", "", "one request header, 'Name: value'")
 	conns := flag.Int("c", 64, "concurrent connections (one request in flight on each)")
 	dur := flag.Duration("d", 30*time.Second, "how long to run")
+	metricsURL := flag.String("metrics", "", "the gateway's /metrics URL: count token refreshes per window")
 	flag.Parse()
 	if *url == "" || *conns < 1 || *dur <= 0 {
 		flag.Usage()
@@ -70,6 +72,10 @@ func main() {
 			}
 		})
 	}
+	refreshes := make([]float64, int(*dur/time.Second)+1)
+	if *metricsURL != "" {
+		wg.Go(func() { countRefreshes(ctx, *metricsURL, start, refreshes) })
+	}
 	wg.Wait()
 	tr.CloseIdleConnections()
 
@@ -91,17 +97,17 @@ func main() {
 		}
 	}
 	var p99s []time.Duration
-	fmt.Println("window\trequests\tnon2xx\terrors\tp50_ms\tp99_ms\tmax_ms")
+	fmt.Println("window\trequests\tnon2xx\terrors\tp50_ms\tp99_ms\tmax_ms\trefreshes")
 	for w := range windows {
 		l := lat[w]
 		if len(l) == 0 {
-			fmt.Printf("%d\t0\t%d\t%d\t-\t-\t-\n", w, bad[w], errs[w])
+			fmt.Printf("%d\t0\t%d\t%d\t-\t-\t-\t%.0f\n", w, bad[w], errs[w], refreshes[w])
 			continue
 		}
 		slices.Sort(l)
 		p99 := l[(len(l)*99)/100]
 		p99s = append(p99s, p99)
-		fmt.Printf("%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\n", w, len(l), bad[w], errs[w], ms(l[len(l)/2]), ms(p99), ms(l[len(l)-1]))
+		fmt.Printf("%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.0f\n", w, len(l), bad[w], errs[w], ms(l[len(l)/2]), ms(p99), ms(l[len(l)-1]), refreshes[w])
 	}
 	if len(p99s) == 0 {
 		return
@@ -113,3 +119,40 @@ func main() {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// countRefreshes scrapes url every 100 ms until ctx ends and adds the growth of
+// academy_gateway_token_refreshes_total (all triggers and results) to the window it fell in.
+func countRefreshes(ctx context.Context, url string, start time.Time, perWindow []float64) {
+	client := &http.Client{Timeout: time.Second}
+	last := -1.0
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		resp, err := client.Get(url)
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		total := 0.0
+		for line := range strings.Lines(string(body)) {
+			if rest, ok := strings.CutPrefix(line, "academy_gateway_token_refreshes_total{"); ok {
+				if _, v, ok := strings.Cut(rest, "} "); ok {
+					var f float64
+					if _, err := fmt.Sscan(v, &f); err == nil {
+						total += f
+					}
+				}
+			}
+		}
+		if w := int(time.Since(start) / time.Second); last >= 0 && w < len(perWindow) {
+			perWindow[w] += total - last
+		}
+		last = total
+	}
+}
