@@ -1,4 +1,4 @@
-// Package admin serves the admin API of SPEC §5 on the ops listener: issuing, listing and
+// Package admin serves the admin API of docs/reference.md §5 on the ops listener: issuing, listing and
 // revoking API keys, and issuing onboarding links for, listing, showing and revoking Academy
 // connections. Every route needs `Authorization: Bearer <admin token>`; with no admin token
 // configured the API is disabled and every path answers 404. Requests and answers are JSON,

@@ -833,7 +833,7 @@ func TestMounted(t *testing.T) {
 	wantError(t, call(t, ops, http.MethodGet, "/admin/connections/alice", "", ""), 401, "unauthorized")
 }
 
-// wantStatuses is every status each route documents (SPEC §5 and the error codes).
+// wantStatuses is every status each route documents (docs/reference.md §5 and the error codes).
 var wantStatuses = map[admin.Route][]string{
 	{Method: "POST", Path: "/admin/keys"}:                         {"201", "400", "401", "404", "405", "409", "500", "503"},
 	{Method: "GET", Path: "/admin/keys"}:                          {"200", "400", "401", "404", "405", "500", "503"},

@@ -17,7 +17,7 @@ import (
 // not decrypt (wrong or removed encryption key, or tampering).
 const statusUndecryptable = "undecryptable"
 
-// ConnectionJSON is the external form of a connection (SPEC §5), shared by the admin API and
+// ConnectionJSON is the external form of a connection (docs/reference.md §5), shared by the admin API and
 // `academy-gateway connections … --json`: never a token.
 type ConnectionJSON struct {
 	User             string    `json:"user"`

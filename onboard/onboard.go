@@ -1,5 +1,5 @@
 // Package onboard connects a gateway user to their Academy account through the OAuth2
-// authorization-code flow (SPEC §4, onboarding): an operator issues a single-use link, the user
+// authorization-code flow (docs/reference.md §4, onboarding): an operator issues a single-use link, the user
 // opens it, consents at the Academy, and the callback stores the new tokens, replacing any
 // earlier connection of that user.
 package onboard

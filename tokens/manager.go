@@ -370,6 +370,10 @@ func (mg *Manager) refreshLocked(ctx context.Context, cur Connection, trigger st
 		return mg.markReauth(ctx, cur, reason)
 	case err != nil:
 		mg.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultError).Inc()
+		if errors.Is(err, ErrClientCredentials) { // the operator's mistake, not the user's: no refresh can work
+			mg.log.Error("the Academy refused the gateway's client credentials: check oauth.client_id and oauth.client_secret",
+				zap.String("user", user), zap.String("trigger", trigger), zap.Error(err))
+		}
 		return Connection{}, fmt.Errorf("refresh %s: %w", user, err)
 	}
 	mg.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultSuccess).Inc()

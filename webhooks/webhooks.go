@@ -1,4 +1,4 @@
-// Package webhooks tells the operator's system about connection lifecycle events (SPEC §9):
+// Package webhooks tells the operator's system about connection lifecycle events (docs/reference.md §9):
 // Standard Webhooks requests, signed per attempt, delivered at least once across replicas.
 //
 // Events are appended to a Redis Stream before the change they report is acknowledged

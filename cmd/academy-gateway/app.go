@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
 	"github.com/academy-gateway/academy-gateway/proxy"
+	"github.com/academy-gateway/academy-gateway/tlsreload"
 	"github.com/academy-gateway/academy-gateway/tokens"
 	"github.com/academy-gateway/academy-gateway/webhooks"
 )
@@ -54,6 +56,7 @@ type app struct {
 	queue   *webhooks.Queue      // nil when webhooks are off
 	hooks   *webhooks.Dispatcher // nil when webhooks are off
 	audit   audit.Logger
+	opts    appOptions
 	closers []func()
 	// watching is closed once the cache-invalidation subscription is live.
 	watching chan struct{}
@@ -67,10 +70,15 @@ type appOptions struct {
 	cacheTTL time.Duration
 	// webhooks adjusts the webhook dispatcher's options (tests shorten its waits); nil: none.
 	webhooks func(*webhooks.Options)
+	// tls overrides how the listeners' certificate is reloaded (zero: tlsreload's defaults).
+	tls tlsreload.Options
+	// embeddedRedis says the embedded Redis is chosen, not an empty redis.url left by mistake
+	// (demo): it is then noted at INFO instead of warned about.
+	embeddedRedis bool
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
+	a := &app{cfg: cfg, log: log, opts: opts, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
 	v, _ := buildVersion()
 	a.m = metrics.New(a.reg, v)
 
@@ -135,6 +143,11 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, usageError{&config.Error{Key: "redis.url", Msg: err.Error()}}
 		}
+		if r.TLSCAFile != "" && opts.TLSConfig != nil { // rediss:// (validated by config)
+			if opts.TLSConfig.RootCAs, err = redisCAPool(r.TLSCAFile); err != nil {
+				return nil, usageError{err}
+			}
+		}
 		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		return redis.NewClient(opts), nil
 	case len(r.Addrs) > 0:
@@ -149,7 +162,11 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("start embedded redis: %w", err)
 	}
 	a.closers = append(a.closers, mr.Close)
-	a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	if a.opts.embeddedRedis {
+		a.log.Info("using an embedded in-process Redis; nothing is persisted", zap.String("addr", mr.Addr()))
+	} else {
+		a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	}
 	return redis.NewClient(&redis.Options{Addr: mr.Addr()}), nil
 }
 
@@ -198,6 +215,35 @@ func (a *app) proxyHandler() http.Handler {
 	return r
 }
 
+// authHandler serves the auth listener: forward-auth checks of an ingress (SPEC §4.1), decided
+// as the proxy listener decides.
+func (a *app) authHandler() http.Handler {
+	opts := proxy.ForwardAuthOptions{
+		StripPrefixes: a.cfg.Upstream.StripPrefixes,
+		Token:         a.cfg.Security.ForwardAuthToken,
+		Metrics:       a.m,
+		Logger:        a.log.Named("forward_auth"),
+	}
+	if a.cfg.Identity.Mode == config.ModeStatic {
+		opts.StaticUser = a.cfg.Identity.StaticUser
+	}
+	return proxy.NewForwardAuth(a.mgr, opts)
+}
+
+// loopbackAddr reports whether a listen address ("host:port") can only be reached from this
+// machine: an empty host listens on every interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // opsHandler serves the ops listener: metrics, health and (when enabled) the admin API.
 func (a *app) opsHandler() http.Handler {
 	r := mux.NewRouter()
@@ -224,9 +270,9 @@ func (a *app) ready(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ready\n")
 }
 
-// serve runs both listeners and the token manager until ctx ends, then drains in-flight requests
-// for at most server.shutdown_timeout.
-func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
+// serve runs the listeners (authLn, the forward-auth listener, only when not nil) and the token
+// manager until ctx ends, then drains in-flight requests for at most server.shutdown_timeout.
+func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) error {
 	newServer := func(h http.Handler, name string) *http.Server {
 		return &http.Server{
 			Handler:           h,
@@ -237,9 +283,30 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 		}
 	}
 	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
-	errc := make(chan error, 2)
-	for i, ln := range []net.Listener{proxyLn, opsLn} {
-		go func() { errc <- servers[i].Serve(ln) }()
+	tlsConfig, err := a.listenerTLS(a.opts.tls)
+	if err != nil {
+		for _, ln := range []net.Listener{proxyLn, opsLn, authLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+		return err
+	}
+	servers[0].TLSConfig = tlsConfig // the proxy and auth listeners; ops stays plain HTTP
+	lns := []net.Listener{proxyLn, opsLn}
+	if authLn != nil {
+		auth := newServer(a.authHandler(), "auth")
+		auth.TLSConfig = tlsConfig
+		servers, lns = append(servers, auth), append(lns, authLn)
+		if a.cfg.Security.ForwardAuthToken == "" && !loopbackAddr(a.cfg.Listen.Auth) {
+			a.log.Warn("listen.auth is not a loopback address and security.forward_auth_token is empty: "+
+				"anyone who reaches the auth listener gets users' access tokens; restrict it to the ingress",
+				zap.String("auth", authLn.Addr().String()))
+		}
+	}
+	errc := make(chan error, len(servers))
+	for i, ln := range lns {
+		go func() { errc <- serveOn(servers[i], ln) }()
 	}
 	mctx, stopManager := context.WithCancel(ctx)
 	var background sync.WaitGroup
@@ -249,10 +316,13 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	}
 	var once sync.Once
 	background.Go(func() { a.mgr.Watch(mctx, func() { once.Do(func() { close(a.watching) }) }) })
-	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
-		zap.String("upstream", a.cfg.Upstream.BaseURL))
+	fields := []zap.Field{zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
+		zap.Bool("tls", tlsConfig != nil), zap.String("upstream", a.cfg.Upstream.BaseURL)}
+	if authLn != nil {
+		fields = append(fields, zap.String("auth", authLn.Addr().String()))
+	}
+	a.log.Info("gateway serving", fields...)
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -271,19 +341,35 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	return err
 }
 
-// newLogger builds the zap logger of log.level and log.format, writing to w.
+// newLogger builds the zap logger of log.level and log.format, writing to w. The console
+// format colours levels only when w is a terminal: colour codes in a file or a log collector
+// are noise.
 func newLogger(c config.Log, w io.Writer) *zap.Logger {
 	level, _ := zapcore.ParseLevel(c.Level) // validated by config
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
 	var encoder zapcore.Encoder
 	if c.Format == "console" {
-		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		if isTerminal(w) {
+			enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		encoder = zapcore.NewConsoleEncoder(enc)
 	} else {
 		encoder = zapcore.NewJSONEncoder(enc)
 	}
 	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+// isTerminal reports whether w is a character device such as a terminal (not a file, pipe or
+// buffer).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // serve is the serve command.
@@ -296,7 +382,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, e.stderr)
+	log := e.logger(cfg.Log)
 	defer log.Sync()
 	applyMemoryLimit(log, e.getenv)
 	a, err := newApp(cfg, log, appOptions{})
@@ -313,5 +399,13 @@ func (e env) serve(ctx context.Context, args []string) error {
 		proxyLn.Close()
 		return fmt.Errorf("listen.ops: %w", err)
 	}
-	return a.serve(ctx, proxyLn, opsLn)
+	var authLn net.Listener
+	if cfg.Listen.Auth != "" {
+		if authLn, err = net.Listen("tcp", cfg.Listen.Auth); err != nil {
+			proxyLn.Close()
+			opsLn.Close()
+			return fmt.Errorf("listen.auth: %w", err)
+		}
+	}
+	return a.serve(ctx, proxyLn, opsLn, authLn)
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/webhooks"
 )
 
-// Lifecycle events (SPEC §9) are recorded where a change is made: onboarding (connected,
+// Lifecycle events (docs/reference.md §9) are recorded where a change is made: onboarding (connected,
 // replaced), the token manager (reauth_required), and the revocations below, which the admin
 // API and the CLI share.
 

@@ -135,7 +135,7 @@ var fastHooks = appOptions{managerInterval: time.Hour, webhooks: func(o *webhook
 	o.BackoffBase, o.BackoffMax, o.ClaimIdle, o.Poll = 10*time.Millisecond, 50*time.Millisecond, time.Second, 50*time.Millisecond
 }}
 
-// TestIdentityPinning: SPEC §4. A consent from another Academy account than the recorded one is
+// TestIdentityPinning: docs/reference.md §4. A consent from another Academy account than the recorded one is
 // refused (a page naming both, nothing stored, the old connection kept and working, the unwanted
 // tokens invalidated, and the gateway user who held that account marked replaced, since the
 // consent ended it at the Academy); with --new-identity the switch is made.
@@ -364,7 +364,7 @@ func TestLifecycleWebhooksAndAudit(t *testing.T) {
 	}
 }
 
-// TestRekeyCommand: SPEC §2 rekey. With a new key listed first, --dry-run reports what it would
+// TestRekeyCommand: docs/reference.md §2 rekey. With a new key listed first, --dry-run reports what it would
 // re-encrypt and writes nothing; rekey re-encrypts; the next run finds everything current; a
 // record no configured key opens is named, left untouched, and makes both exit 1. Replicas keep
 // serving the re-encrypted users meanwhile.

@@ -27,7 +27,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// Observability end to end (SPEC §5, §7, §8): what the ops listener exports while real traffic
+// Observability end to end (docs/reference.md §5, §7, §8): what the ops listener exports while real traffic
 // flows through a replica backed by a real redis-server and the Academy simulator, checked by
 // parsing the exposition, by promtool and by a real Prometheus scraping it; and that no secret
 // ever shows in logs, metrics, error bodies, admin answers or check-config.
@@ -186,7 +186,7 @@ func obsKnownSequence(t *testing.T, s *stack, r *replica, user, key, academyID s
 	return before, after
 }
 
-// TestMetricsMoveForKnownSequence: after a known sequence of requests, every series of SPEC §7
+// TestMetricsMoveForKnownSequence: after a known sequence of requests, every series of docs/reference.md §7
 // holds exactly what that sequence implies, the Go and process collectors are there, and no
 // label (indeed no byte of the exposition) carries the user, the key or a token.
 func TestMetricsMoveForKnownSequence(t *testing.T) {
@@ -287,7 +287,7 @@ func TestMetricsMoveForKnownSequence(t *testing.T) {
 }
 
 // TestPromtoolCheckMetricsLive: `promtool check metrics` accepts the live exposition after real
-// traffic (SPEC §7).
+// traffic (docs/reference.md §7).
 func TestPromtoolCheckMetricsLive(t *testing.T) {
 	t.Parallel()
 	promtool := obsNeedTool(t, "promtool", "prometheus")
@@ -470,7 +470,7 @@ type obsText struct {
 	allow []string // names of secrets this text legitimately carries
 }
 
-// TestRedaction: SPEC §8. Traffic touches every path (forwarded requests, every proxy error,
+// TestRedaction: docs/reference.md §8. Traffic touches every path (forwarded requests, every proxy error,
 // onboarding success and failures, refreshes, the admin API with and without the admin token);
 // then no secret (client secret, admin token, encryption key, API keys, access and refresh
 // tokens, onboarding tickets, states and codes) shows in the logs, the metrics, any error body,
@@ -745,7 +745,7 @@ func obsHeaderText(h http.Header) string {
 	return b.String() + "\n"
 }
 
-// TestHealthAndReadiness: SPEC §5 and §6. /healthz answers while the process serves; /readyz
+// TestHealthAndReadiness: docs/reference.md §5 and §6. /healthz answers while the process serves; /readyz
 // follows Redis. With Redis gone, a user whose key and connection are cached is still served,
 // and a key never seen gets 503 token_store_unavailable with Retry-After.
 func TestHealthAndReadiness(t *testing.T) {

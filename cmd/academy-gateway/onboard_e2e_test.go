@@ -20,7 +20,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// End-to-end onboarding (SPEC §4, onboarding paragraph): a browser with a cookie jar walks the
+// End-to-end onboarding (docs/reference.md §4, onboarding paragraph): a browser with a cookie jar walks the
 // OAuth2 authorization-code flow through the real gateway, the simulator and a real Redis.
 
 // onboardCookie is the name of the gateway's onboarding cookie (onboard.cookieName).
@@ -66,7 +66,7 @@ func (b *onboardBrowser) get(u string) (*http.Response, string) {
 	return resp, string(body)
 }
 
-// open opens an onboarding link and checks what SPEC §4 promises of it: a 302 to the Academy's
+// open opens an onboarding link and checks what docs/reference.md §4 promises of it: a 302 to the Academy's
 // consent page with response_type, client_id, redirect_uri, scope and state, and a short-lived
 // HttpOnly, SameSite=Lax cookie scoped to the callback path. It returns the consent URL.
 func (b *onboardBrowser) open(s *stack, r *replica, link string) *url.URL {

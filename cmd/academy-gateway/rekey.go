@@ -14,7 +14,7 @@ import (
 // errUnreadable makes rekey exit 1 when some record no configured key opens.
 var errUnreadable = errors.New("some connections could not be read with any configured key")
 
-// rekey is the rekey command (SPEC §2): every stored connection re-sealed with the first of
+// rekey is the rekey command (docs/reference.md §2): every stored connection re-sealed with the first of
 // security.encryption_keys, safe while replicas serve (tokens.Store.Rekey).
 func (e env) rekey(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("rekey")
