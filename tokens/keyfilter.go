@@ -15,9 +15,13 @@ import (
 // (20 s of random legacy-form keys: ~28k HMGET/s, RSS 25 → 95 MB). A bounded negative cache does
 // not help against keys that never repeat. So each Manager keeps the set of registered key ids
 // (the first 64 bits of the key's SHA-256: 800 kB for 100,000 keys), built in the background by
-// SSCAN once the invalidation subscription is live and kept current by its messages: a key whose
-// id is not in the set is refused without Redis. Until the first build completes (start-up, a few
-// milliseconds per 10,000 keys), lookups fall back to Redis with the bounded negative cache.
+// SSCAN once the invalidation subscription is live and kept current by its messages. A key whose
+// id is not in the set is looked up in Redis only within a budget of reads per second
+// (ManagerOptions.UnknownKeyReads): a key created on another replica a moment ago, whose message
+// has not arrived yet, works at once (and joins the set), and an unknown key during a Redis
+// outage gets 503 as before; a flood exhausts the budget and the rest is refused without Redis.
+// Until the first build completes (start-up, ~100 ms per 100,000 keys), lookups go to Redis with
+// the bounded negative cache.
 //
 // Limiting failed lookups per caller was the alternative: it needs a trusted-proxy list to know
 // who the caller is behind an ingress, still costs Redis reads up to the limit, and refuses
@@ -150,3 +154,25 @@ func (mg *Manager) keepKeyFilter(ctx context.Context, rebuild <-chan struct{}) {
 // KeyFilter reports how many key ids the local key filter holds and whether it is built (until
 // it is, unknown keys are looked up in Redis). For readiness reports and tests.
 func (mg *Manager) KeyFilter() (ids int, built bool) { return mg.filter.size() }
+
+// perSecond admits at most max events per wall-clock second.
+type perSecond struct {
+	max int
+	mu  sync.Mutex
+	sec int64
+	n   int
+}
+
+func (p *perSecond) allow(now time.Time) bool {
+	sec := now.Unix()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sec != p.sec {
+		p.sec, p.n = sec, 0
+	}
+	if p.n >= p.max {
+		return false
+	}
+	p.n++
+	return true
+}

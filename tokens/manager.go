@@ -31,6 +31,9 @@ type ManagerOptions struct {
 	LeaseTTL time.Duration
 	// RefreshTimeout bounds a whole refresh, waiting for another refresher included; zero: 30s.
 	RefreshTimeout time.Duration
+	// UnknownKeyReads bounds the Redis reads per second for keys the key filter does not know
+	// (see keyfilter.go); zero: 100; negative: none (such keys are refused at once).
+	UnknownKeyReads int
 	// KeepAlive enables refreshing idle connections before their refresh token expires.
 	KeepAlive bool
 	// Interval is the period of the background work (keep-alive scan, connection count,
@@ -62,6 +65,9 @@ func (o ManagerOptions) withDefaults() ManagerOptions {
 	if o.Interval == 0 {
 		o.Interval = 30 * time.Second
 	}
+	if o.UnknownKeyReads == 0 {
+		o.UnknownKeyReads = 100
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -89,6 +95,8 @@ type Manager struct {
 	keys   *cache[APIKey]     // by key id
 	conns  *cache[Connection] // by user
 	filter keyFilter          // ids of registered keys, once built (Watch)
+	// unknownReads bounds the Redis reads for keys the filter does not know.
+	unknownReads perSecond
 	flight flight
 
 	usedMu sync.Mutex
@@ -124,6 +132,8 @@ func NewManager(store *Store, academy *Academy, m *metrics.Metrics, opts Manager
 		conns:  newCache[Connection](opts.CacheTTL, opts.CacheSize, negativeSize(opts.CacheSize)),
 		used:   make(map[string]time.Time),
 		failed: make(map[string]time.Time),
+
+		unknownReads: perSecond{max: max(0, opts.UnknownKeyReads)},
 	}
 }
 
@@ -136,10 +146,18 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	}
 	var hexed [64]byte
 	sum := hashKey(key, &hexed)
-	if known, built := mg.filter.hasBits(binary.BigEndian.Uint64(sum[:8])); built && !known {
-		return APIKey{}, ErrUnknownKey // never registered: no Redis read, nothing cached
-	}
 	now := mg.opts.Now()
+	bits := binary.BigEndian.Uint64(sum[:8])
+	unknown := false
+	if known, built := mg.filter.hasBits(bits); built && !known {
+		// Not announced yet, or never registered: Redis decides, within the per-second budget
+		// (a key created on another replica a moment ago must work at once); beyond it, refused
+		// without a Redis read (a flood of random keys).
+		if !mg.unknownReads.allow(now) {
+			return APIKey{}, ErrUnknownKey
+		}
+		unknown = true
+	}
 	// A warm lookup allocates nothing: the conversions below are only looked up or compared.
 	e, fresh, ok := mg.keys.get(string(hexed[:16]), now)
 	if ok && e.err == nil && e.val.hash != string(hexed[:]) {
@@ -168,6 +186,9 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	}
 	if e.err != nil {
 		return APIKey{}, e.err
+	}
+	if unknown {
+		mg.filter.add(e.val.ID) // registered after all: its announcement was late or lost
 	}
 	mg.usedMu.Lock()
 	mg.used[e.val.ID] = now
