@@ -97,7 +97,7 @@ type Manager struct {
 	filter keyFilter          // ids of registered keys, once built (Watch)
 	// unknownReads bounds the Redis reads for keys the filter does not know.
 	unknownReads perSecond
-	flight flight
+	flight       flight
 
 	usedMu sync.Mutex
 	used   map[string]time.Time // key id → last use not yet written to Redis
