@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # GATEWAY_CMD for the shared reverse-proxy bench harness (shared/bench/run.sh): runs
 # academy-gateway in front of the harness upstream with one user connected through the real
-# OAuth2 flow (against the built-in simulator) and the harness key "k1" registered as a legacy
-# key. Redis and the simulator run as children of this script, so the harness counts their (idle)
-# CPU too. Everything listens on 127.0.0.1 and stops with this script.
+# OAuth2 flow (against the built-in simulator) and BENCH_KEY (default "k1-bench-harness") registered
+# as a legacy key: keys have at least 12 characters, so the harness runs with
+# GATEWAY_HEADER='x-api-key: k1-bench-harness'. Redis and the simulator run as children of this
+# script, so the harness counts their (idle) CPU too. Everything listens on 127.0.0.1 and stops
+# with this script.
 #
-#   GATEWAY_NAME=academy-gateway GATEWAY_CMD='exec bench/gateway.sh' shared/bench/run.sh
+#   GATEWAY_NAME=academy-gateway GATEWAY_HEADER='x-api-key: k1-bench-harness' \
+#     GATEWAY_CMD='exec bench/gateway.sh' shared/bench/run.sh
 #
 # Needs: redis-server, curl, and LISTEN_ADDR / UPSTREAM_URL from the harness. LOG_LEVEL (default
 # info) sets the gateway's log level; access lines go to /dev/null. GATEWAY_BIN runs that binary
@@ -77,9 +80,9 @@ export ACADEMY_GATEWAY_CONFIG=$WORK/config.yaml
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # Bootstrap on a private port, so the harness only sees the gateway once it is ready: the
-# harness key k1 becomes a legacy key of user "bench", connected through the real OAuth2 flow.
+# harness key becomes a legacy key of user "bench", connected through the real OAuth2 flow.
 serve "127.0.0.1:$(free_port)"
-"$BIN" keys create --user bench --key k1 >/dev/null
+"$BIN" keys create --user bench --key "${BENCH_KEY:-k1-bench-harness}" >/dev/null
 link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": "\(.*\)".*/\1/p')
 consent=$(curl -fs -c "$WORK/jar" -o /dev/null -w '%{redirect_url}' "$link")
 curl -fsL -b "$WORK/jar" -o /dev/null "$consent&sim_user=john"
