@@ -95,7 +95,11 @@ func (c *cache[V]) size() (answers, negative int) {
 // cache. It must not depend on the first caller's cancellation, since the others share its
 // result: load reads Redis with a context detached from the caller's, bounded by the store's
 // own timeouts.
-func (c *cache[V]) fill(ctx context.Context, key string, load func() (V, error)) (V, error) {
+//
+// cached is asked again once no refill is in progress, before starting one: a caller that
+// missed just before the previous refill put its entry then takes that entry instead of reading
+// Redis a second time (the refill puts before it ends).
+func (c *cache[V]) fill(ctx context.Context, key string, cached func() (V, error, bool), load func() (V, error)) (V, error) {
 	c.fillMu.Lock()
 	if f, ok := c.fills[key]; ok {
 		c.fillMu.Unlock()
@@ -106,6 +110,10 @@ func (c *cache[V]) fill(ctx context.Context, key string, load func() (V, error))
 			var zero V
 			return zero, fmt.Errorf("wait for a cache refill: %w", ctx.Err())
 		}
+	}
+	if v, err, ok := cached(); ok {
+		c.fillMu.Unlock()
+		return v, err
 	}
 	f := &cacheFill[V]{done: make(chan struct{})}
 	if c.fills == nil {

@@ -167,7 +167,10 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 	if !fresh && !(ok && mg.storeDown(now)) {
 		hash := string(hexed[:])
 		id := keyID(hash)
-		k, err := mg.keys.fill(ctx, hash, func() (APIKey, error) {
+		k, err := mg.keys.fill(ctx, hash, func() (APIKey, error, bool) {
+			e, fresh, _ := mg.keys.get(id, now)
+			return e.val, e.err, fresh && (e.err != nil || e.val.hash == hash)
+		}, func() (APIKey, error) {
 			k, err := mg.store.KeyByHash(context.WithoutCancel(ctx), hash)
 			mg.noteStore(err, now)
 			if err == nil || errors.Is(err, ErrUnknownKey) {
@@ -206,7 +209,10 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 	if fresh || (ok && e.err == nil && mg.storeDown(now)) {
 		return e.val, e.err
 	}
-	c, err := mg.conns.fill(ctx, user, func() (Connection, error) {
+	c, err := mg.conns.fill(ctx, user, func() (Connection, error, bool) {
+		e, fresh, _ := mg.conns.get(user, now)
+		return e.val, e.err, fresh
+	}, func() (Connection, error) {
 		c, err := mg.store.Connection(context.WithoutCancel(ctx), user)
 		mg.noteStore(err, now)
 		if err == nil || errors.Is(err, ErrNotConnected) {
