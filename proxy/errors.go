@@ -16,7 +16,10 @@ import (
 // classify maps any error of the request path to the error the caller sees and the outcome
 // label. It is the one place that decides the proxy's (and forward-auth's) status codes.
 func classify(err error) (*httperr.Error, string) {
-	e, ok := httperr.As(err)
+	e, ok := asTooLarge(err) // first: a body read error may be wrapped in another *httperr.Error
+	if !ok {
+		e, ok = httperr.As(err)
+	}
 	if !ok {
 		e = fromTokens(err)
 	}

@@ -52,6 +52,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// MaxBodyBytes is the largest request body forwarded (server.max_body_bytes); larger ones
+	// get 413 payload_too_large. Zero: no limit.
+	MaxBodyBytes int64
 }
 
 // MaxReplayBody is the largest request body kept for a replay after an upstream 401.
@@ -80,11 +83,12 @@ func New(tok Tokens, opts Options) *Handler {
 	h := &Handler{tokens: tok, opts: opts, ids: newRequestIDs(),
 		base: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/")}
 	h.rp = &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
-		Transport:    &replayTransport{next: opts.Transport, tokens: tok, m: opts.Metrics, now: opts.Now},
-		ErrorHandler: h.proxyError,
-		BufferPool:   &bufferPool{},
-		ErrorLog:     zap.NewStdLog(opts.Logger.Named("reverseproxy")),
+		Rewrite:        h.rewrite,
+		Transport:      &replayTransport{next: opts.Transport, tokens: tok, m: opts.Metrics, now: opts.Now},
+		ErrorHandler:   h.proxyError,
+		ModifyResponse: refuseUpgrade,
+		BufferPool:     &bufferPool{},
+		ErrorLog:       zap.NewStdLog(opts.Logger.Named("reverseproxy")),
 	}
 	return h
 }
@@ -116,7 +120,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set("X-Request-Id", x.requestID)
-	if err := h.serve(sw, r, x); err != nil {
+	if err := limitBody(w, r, h.opts.MaxBodyBytes); err != nil {
+		h.fail(sw, x, err)
+	} else if err := h.serve(sw, r, x); err != nil {
 		h.fail(sw, x, err)
 	}
 	h.finish(sw, r, x, start)
@@ -221,6 +227,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme, pr.Out.URL.Host = u.Scheme, u.Host
 	pr.Out.URL.Path, pr.Out.URL.RawPath = path, raw
 	pr.Out.Host = ""
+	pr.Out.Trailer = nil // request trailers are never forwarded (issue 14 item 2)
 	pr.SetXForwarded()
 	pr.Out.Header["X-Request-Id"] = []string{x.requestID}
 	pr.Out.Header["Authorization"] = []string{"Bearer " + x.conn.AccessToken}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/admin"
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
 	"github.com/academy-gateway/academy-gateway/proxy"
@@ -168,6 +169,7 @@ func (a *app) proxyHandler() http.Handler {
 		Transport:     proxy.NewTransport(a.cfg.Upstream.Timeout.D()),
 		Metrics:       a.m,
 		Logger:        a.log.Named("access"),
+		MaxBodyBytes:  a.cfg.Server.MaxBodyBytes,
 	}
 	if a.cfg.Identity.Mode == config.ModeStatic {
 		opts.StaticUser = a.cfg.Identity.StaticUser
@@ -176,12 +178,14 @@ func (a *app) proxyHandler() http.Handler {
 	r.Path(onboard.StartPath).Methods(http.MethodGet).HandlerFunc(a.onboard.Start)
 	r.Path(a.onboard.CallbackPath()).Methods(http.MethodGet).HandlerFunc(a.onboard.Callback)
 	r.PathPrefix("/").Handler(proxy.New(a.mgr, opts))
-	return r
+	return proxy.Harden(r, proxy.HardenOptions{WriteStall: a.cfg.Server.ReadTimeout.D(), Metrics: a.m, Logger: opts.Logger})
 }
 
 // opsHandler serves the ops listener: metrics, health and (when enabled) the admin API.
 func (a *app) opsHandler() http.Handler {
 	r := mux.NewRouter()
+	r.NotFoundHandler = jsonError(httperr.New(http.StatusNotFound, httperr.NotFound, "No such endpoint on the ops listener."))
+	r.MethodNotAllowedHandler = jsonError(httperr.New(http.StatusMethodNotAllowed, httperr.MethodNotAllowed, "This endpoint does not take that method."))
 	r.Path("/metrics").Methods(http.MethodGet).Handler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	r.Path("/healthz").Methods(http.MethodGet).HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -190,6 +194,12 @@ func (a *app) opsHandler() http.Handler {
 	r.PathPrefix("/admin/").Handler(admin.New(a.store, a.mgr, a.onboard,
 		admin.Options{Token: a.cfg.Security.AdminToken, Logger: a.log.Named("admin")}))
 	return r
+}
+
+// jsonError answers every request with e, so the ops router's own refusals are JSON like every
+// other gateway error rather than the router's plain text.
+func jsonError(e *httperr.Error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { httperr.Write(w, e, "") })
 }
 
 // ready answers 200 when Redis answers within a second, else 503 with the reason.
@@ -208,16 +218,8 @@ func (a *app) ready(w http.ResponseWriter, r *http.Request) {
 // serve runs both listeners and the token manager until ctx ends, then drains in-flight requests
 // for at most server.shutdown_timeout.
 func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
-	newServer := func(h http.Handler, name string) *http.Server {
-		return &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    a.cfg.Server.MaxHeaderBytes,
-			ErrorLog:          zap.NewStdLog(a.log.Named(name)),
-		}
-	}
-	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
+	servers := []*http.Server{newServer(a.cfg.Server, a.proxyHandler(), a.log.Named("proxy")),
+		newServer(a.cfg.Server, a.opsHandler(), a.log.Named("ops"))}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{proxyLn, opsLn} {
 		go func() { errc <- servers[i].Serve(ln) }()
