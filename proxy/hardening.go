@@ -74,6 +74,12 @@ func (h *hardened) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.next.ServeHTTP(hw, r)
+	if hw.body != nil && !hw.body.eof.Load() {
+		// Nobody reads the rest of this body now, but net/http would try to drain it (up to
+		// 256 KiB) before closing the connection: for a body that never comes, until
+		// read_timeout. An expired read deadline ends that wait at once.
+		_ = hw.rc.SetReadDeadline(time.Now())
+	}
 }
 
 // checkTarget refuses the request-target forms the gateway never forwards: CONNECT's authority

@@ -16,6 +16,8 @@ import (
 // first write of a response: the proxy listener's proxy.Harden re-arms the deadline before every
 // write, so a response that keeps flowing is never cut while a caller that stops reading is cut
 // after one read_timeout without progress (issue 14 item 5).
+// server.max_header_bytes bounds the request line and headers; net/http answers a longer one
+// with its own plain-text 431 (docs/security.md lists the parser's own answers).
 func newServer(cfg config.Server, h http.Handler, log *zap.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -24,6 +26,8 @@ func newServer(cfg config.Server, h http.Handler, log *zap.Logger) *http.Server 
 		WriteTimeout:      cfg.ReadTimeout.D(),
 		IdleTimeout:       cfg.IdleTimeout.D(),
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(log),
+		// OPTIONS * would get net/http's own keyless 200; the handlers answer it (405 JSON).
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     zap.NewStdLog(log),
 	}
 }
