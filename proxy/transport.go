@@ -52,31 +52,25 @@ func earlyAnswerDialer(d *net.Dialer) func(ctx context.Context, network, addr st
 	}
 }
 
-// earlyAnswerConn is a net.Conn that, once the upstream has sent bytes of its answer to the
-// request in flight, reports failed writes as done and discards them: the transport goes on
-// reading and hands on the response the upstream sent. A write that fails before any answer
-// arrived (a stale keep-alive connection) fails as usual, so the transport's own retry of
-// unsent requests is unchanged. The request boundaries come from the client trace (begin on
-// GotConn); connections whose requests are not traced never hide anything.
+// earlyAnswerConn is a net.Conn that, once part of the request in flight has been written,
+// reports failed writes as done and discards them: the transport goes on reading and hands on
+// the response the upstream sent, or fails on the read side (a reset, EOF, the response-header
+// timeout) when there is none. Such a request could never have been retried anyway. A write that
+// fails before any byte of the request went out (a stale keep-alive connection) fails as usual,
+// so the transport's own retry of unsent requests is unchanged. The request boundaries come from
+// the client trace (begin on GotConn); on connections whose requests are not traced nothing is
+// ever hidden.
 type earlyAnswerConn struct {
 	net.Conn
-	begun    atomic.Bool // a traced request is in flight on this connection
-	answered atomic.Bool // the upstream sent bytes since it began
-	broken   atomic.Bool // a write failed after the answer began: discard the rest
+	begun  atomic.Bool // a traced request is in flight on this connection
+	wrote  atomic.Bool // bytes of that request went out
+	broken atomic.Bool // a write failed after that: discard the rest
 }
 
 // begin marks the start of a request on the connection.
 func (c *earlyAnswerConn) begin() {
-	c.answered.Store(false)
+	c.wrote.Store(false)
 	c.begun.Store(true)
-}
-
-func (c *earlyAnswerConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 && c.begun.Load() {
-		c.answered.Store(true)
-	}
-	return n, err
 }
 
 func (c *earlyAnswerConn) Write(b []byte) (int, error) {
@@ -84,7 +78,12 @@ func (c *earlyAnswerConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	n, err := c.Conn.Write(b)
-	if err != nil && c.answered.Load() && !errors.Is(err, net.ErrClosed) {
+	switch {
+	case err == nil:
+		if c.begun.Load() {
+			c.wrote.Store(true)
+		}
+	case c.wrote.Load() && !errors.Is(err, net.ErrClosed):
 		c.broken.Store(true)
 		return len(b), nil
 	}

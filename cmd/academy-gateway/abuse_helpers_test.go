@@ -97,6 +97,17 @@ func (u *abuseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		io.WriteString(w, `{"error":{"message":"upstream refused early"}}`)
+	case r.URL.Path == "/early-read": // reads a little of the body, answers, and closes at once
+		u.record(r, 0, nil)
+		io.CopyN(io.Discard, r.Body, 256<<10)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		brw.WriteString("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 46\r\n\r\n{\"error\":{\"message\":\"upstream refused early\"}}")
+		brw.Flush()
+		conn.(*net.TCPConn).CloseWrite()
+		conn.Close()
 	case r.URL.Path == "/big":
 		u.record(r, 0, nil)
 		w.Header().Set("Content-Type", "application/octet-stream")
