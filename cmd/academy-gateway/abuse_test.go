@@ -163,6 +163,9 @@ func TestAbuseSmuggling(t *testing.T) {
 			if tt.body != body { // keep a Content-Length that framed the whole body right
 				headers = slices.Clone(tt.headers)
 				for j, h := range headers {
+					if !strings.HasPrefix(h, "Content-Length:") {
+						continue
+					}
 					headers[j] = strings.ReplaceAll(h, strconv.Itoa(len(chunkedEnd)), strconv.Itoa(len(chunkedEnd)+len(body)-len(tt.body)))
 				}
 			}
