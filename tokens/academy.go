@@ -95,6 +95,9 @@ func NewAcademy(hc *http.Client, cfg AcademyConfig) *Academy {
 	return &Academy{hc: hc, cfg: cfg}
 }
 
+// maxLifetime bounds the token lifetimes accepted from the Academy: a century.
+const maxLifetime = 100 * 365 * 24 * time.Hour
+
 type tokenResponse struct {
 	AccessToken      string `json:"access_token"`
 	ExpiresIn        int64  `json:"expires_in"`
@@ -133,6 +136,11 @@ func (a *Academy) grant(ctx context.Context, op, url string, body map[string]str
 	}
 	if tr.AccessToken == "" || tr.RefreshToken == "" || tr.ExpiresIn <= 0 {
 		return Grant{}, fmt.Errorf("academy %s: incomplete token response", op)
+	}
+	// A lifetime too long for a time.Duration would wrap around into the past (found by
+	// FuzzAcademyTokenResponse): refuse it rather than refresh on every request.
+	if maxUnits := int64(maxLifetime / a.cfg.Unit); tr.ExpiresIn > maxUnits || tr.RefreshExpiresIn > maxUnits {
+		return Grant{}, fmt.Errorf("academy %s: token lifetime out of range", op)
 	}
 	g := Grant{
 		AccessToken:     tr.AccessToken,
