@@ -38,6 +38,10 @@ type ManagerOptions struct {
 	Now func() time.Time
 	// Logger receives refresh events; nil: no logs.
 	Logger *zap.Logger
+	// OnReauth is called when this Manager marked a connection reauth_required, before the
+	// caller learns it, with reason "invalid_grant" (the Academy refused the refresh token) or
+	// "refresh_expired" (known by time); nil: nothing. It records the webhook event.
+	OnReauth func(ctx context.Context, user, reason string)
 }
 
 func (o ManagerOptions) withDefaults() ManagerOptions {
@@ -61,6 +65,9 @@ func (o ManagerOptions) withDefaults() ManagerOptions {
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
+	}
+	if o.OnReauth == nil {
+		o.OnReauth = func(context.Context, string, string) {}
 	}
 	return o
 }
@@ -324,7 +331,9 @@ func (mg *Manager) refreshLocked(ctx context.Context, cur Connection, trigger st
 	user := cur.User
 	var grant Grant
 	var err error
+	reason := ReasonInvalidGrant
 	if !cur.RefreshExpiresAt.IsZero() && !mg.opts.Now().Before(cur.RefreshExpiresAt) {
+		reason = ReasonRefreshExpired
 		err = fmt.Errorf("refresh token expired at %s: %w", cur.RefreshExpiresAt.Format(time.RFC3339), ErrInvalidGrant)
 	} else {
 		began := mg.opts.Now()
@@ -335,9 +344,13 @@ func (mg *Manager) refreshLocked(ctx context.Context, cur Connection, trigger st
 	case errors.Is(err, ErrInvalidGrant):
 		mg.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultInvalidGrant).Inc()
 		mg.log.Warn("refresh token rejected; connection needs re-authorization", zap.String("user", user), zap.String("trigger", trigger), zap.Error(err))
-		return mg.markReauth(ctx, cur)
+		return mg.markReauth(ctx, cur, reason)
 	case err != nil:
 		mg.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultError).Inc()
+		if errors.Is(err, ErrClientCredentials) { // the operator's mistake, not the user's: no refresh can work
+			mg.log.Error("the Academy refused the gateway's client credentials: check oauth.client_id and oauth.client_secret",
+				zap.String("user", user), zap.String("trigger", trigger), zap.Error(err))
+		}
 		return Connection{}, fmt.Errorf("refresh %s: %w", user, err)
 	}
 	mg.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultSuccess).Inc()
@@ -374,7 +387,7 @@ func (mg *Manager) refreshLocked(ctx context.Context, cur Connection, trigger st
 
 // markReauth records that cur's refresh token was rejected, unless a newer connection replaced
 // it meanwhile (which is then returned).
-func (mg *Manager) markReauth(ctx context.Context, cur Connection) (Connection, error) {
+func (mg *Manager) markReauth(ctx context.Context, cur Connection, reason string) (Connection, error) {
 	marked := cur
 	marked.Status, marked.UpdatedAt = StatusReauthRequired, mg.opts.Now()
 	saved, ok, err := mg.store.CompareAndSwap(ctx, marked, cur.Version)
@@ -390,6 +403,7 @@ func (mg *Manager) markReauth(ctx context.Context, cur Connection) (Connection, 
 		return Connection{}, ErrReauthRequired
 	}
 	mg.conns.put(cur.User, saved, nil, mg.opts.Now())
+	mg.opts.OnReauth(ctx, cur.User, reason)
 	return Connection{}, ErrReauthRequired
 }
 
