@@ -120,6 +120,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set("X-Request-Id", x.requestID)
+	defer func() {
+		// ReverseProxy aborts a response it cannot finish (a caller cut off for not reading,
+		// an upstream that broke off) with a panic the server recovers: log and count it.
+		if p := recover(); p != nil {
+			x.outcome = metrics.OutcomeUpstreamError
+			h.finish(sw, r, x, start)
+			panic(p)
+		}
+	}()
 	if err := limitBody(w, r, h.opts.MaxBodyBytes); err != nil {
 		h.fail(sw, x, err)
 	} else if err := h.serve(sw, r, x); err != nil {

@@ -368,6 +368,15 @@ func TestAbuseSlowClients(t *testing.T) {
 		if n >= bigBody {
 			t.Fatalf("read %d bytes, the whole answer: the slow reader was never cut", n)
 		}
+		for end := time.Now().Add(boundedWait); ; { // the aborted answer is logged and counted
+			if strings.Contains(a.logs.String(), `"path":"/api/v1/big","status":200,"outcome":"upstream_error"`) {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatal("no access line for the aborted answer")
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
+		}
 	})
 }
 
