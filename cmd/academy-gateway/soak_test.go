@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -149,6 +150,7 @@ func TestSoak(t *testing.T) {
 	wg.Go(func() { // the Academy revokes access tokens now and then: reactive refreshes
 		for i := 0; time.Now().Before(deadline); i++ {
 			s.sim.ExpireAccessTokens(users[i%2].ID)
+			dropLogs(s)
 			select {
 			case <-time.After(time.Second): // pacing of the fault, not a wait for a result
 			case <-t.Context().Done():
@@ -174,6 +176,7 @@ func TestSoak(t *testing.T) {
 
 	client.CloseIdleConnections()
 	upstream.CloseClientConnections()
+	dropLogs(s)
 	var now resources
 	// Redis connections are pooled (go-redis keeps idle ones for 30 min): they must stay within
 	// the two replicas' pools (10 per CPU each), never grow with the load.
@@ -190,6 +193,14 @@ func TestSoak(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // poll interval, bounded by the deadline
 	}
 	t.Logf("baseline %v; after %v", base, now)
+}
+
+// dropLogs empties the stack's log buffer: it keeps every access line, which would be most of
+// the RSS after a long soak.
+func dropLogs(s *stack) {
+	s.logs.mu.Lock()
+	defer s.logs.mu.Unlock()
+	s.logs.buf = bytes.Buffer{}
 }
 
 // soakCall sends GET /api/v1/info with key and returns the status and body.
