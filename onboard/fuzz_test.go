@@ -68,11 +68,11 @@ func FuzzCallbackParams(f *testing.F) {
 // fuzzStore knows one state, "s", of user alice, and stores whatever connection it is given.
 type fuzzStore struct{ Store }
 
-func (fuzzStore) ConsumeState(_ context.Context, state string) (string, error) {
+func (fuzzStore) ConsumeTicket(_ context.Context, state string) (tokens.Ticket, error) {
 	if state != "s" {
-		return "", tokens.ErrTicketInvalid
+		return tokens.Ticket{}, tokens.ErrTicketInvalid
 	}
-	return "alice", nil
+	return tokens.Ticket{User: "alice"}, nil
 }
 
 func (fuzzStore) Connection(context.Context, string) (tokens.Connection, error) {
@@ -82,6 +82,8 @@ func (fuzzStore) Connection(context.Context, string) (tokens.Connection, error) 
 func (fuzzStore) PutConnection(_ context.Context, c tokens.Connection) (tokens.Connection, error) {
 	return c, nil
 }
+
+func (fuzzStore) PinIdentity(context.Context, string, string) (string, error) { return "", nil }
 
 // fuzzAcademy accepts every code.
 type fuzzAcademy struct{ Academy }
@@ -93,3 +95,5 @@ func (fuzzAcademy) Exchange(context.Context, string, string) (tokens.Grant, erro
 func (fuzzAcademy) Info(context.Context, string) (tokens.Info, error) {
 	return tokens.Info{ID: "id1", User: "John"}, nil
 }
+
+func (fuzzAcademy) Invalidate(context.Context, string) error { return nil }
