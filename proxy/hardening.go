@@ -52,7 +52,8 @@ type hardened struct {
 }
 
 func (h *hardened) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hw := &hardWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: h.o.WriteStall}
+	hw := &hardWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: h.o.WriteStall,
+		h1: r.ProtoMajor == 1}
 	hw.arm()
 	// A shallow copy: the server merges trailers into the request it parsed (r), never into this
 	// one, so the trailers stay out of everything downstream, the upstream request included.
@@ -187,6 +188,9 @@ type hardWriter struct {
 	body    *eofBody // nil: the request had no body
 	close   bool
 	written bool
+	// h1 is true for HTTP/1.x. Over HTTP/2 an unread body costs only its stream (RST_STREAM)
+	// and Connection: close would end every stream of the connection (GOAWAY), so it is not sent.
+	h1 bool
 }
 
 // arm gives the next write WriteStall to complete.
@@ -202,7 +206,7 @@ func (w *hardWriter) WriteHeader(code int) {
 		// An answer before the body was read to its end (a refusal, an early upstream answer)
 		// closes the connection, or the server would first wait to drain a body that may never
 		// come (issue 14 item 5).
-		if w.close || (w.body != nil && !w.body.eof.Load()) {
+		if w.h1 && (w.close || (w.body != nil && !w.body.eof.Load())) {
 			w.Header().Set("Connection", "close")
 		}
 	}
