@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/httperr"
+	"github.com/academy-gateway/academy-gateway/internal/tlstest"
 )
 
 // TestAbuseUpgradeTunnel: an upgrade request (websocket, h2c) is never forwarded as one, and an
@@ -449,5 +451,50 @@ func TestAbuseEarlyUpstreamAnswer(t *testing.T) {
 		if resp.StatusCode != 400 || !strings.Contains(body, "upstream refused early") {
 			t.Errorf("try %d (%s): got %d %s, want the upstream's own 400", i, path, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestAbuseHTTP2EarlyRefusal: over HTTP/2 (the TLS listener) an early refusal of a request whose
+// body never comes ends only that stream: the caller gets its 401 and the connection, shared by
+// other streams, stays open (no Connection: close, which HTTP/2 turns into a GOAWAY).
+func TestAbuseHTTP2EarlyRefusal(t *testing.T) {
+	ca := tlstest.NewCA(t, "gateway test CA")
+	dir := tlstest.NewSecretDir(t, ca.Issue(t))
+	s := newStack(t, time.Minute)
+	r := s.start(func(c *config.Config) {
+		c.Listen.TLSCertFile, c.Listen.TLSKeyFile = dir.CertFile(), dir.KeyFile()
+	})
+	proxyURL := strings.Replace(r.proxyURL, "http://", "https://", 1)
+	tr := &http.Transport{TLSClientConfig: ca.ClientConfig(), ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: boundedWait}
+
+	never, _ := io.Pipe() // a body that never arrives nor ends
+	t.Cleanup(func() { never.Close() })
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, proxyURL+"/api/v1/movies", never)
+	req.Header.Set("X-Api-Key", "agw_unknown")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("POST over HTTP/2: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
+	}
+	wantJSONError(t, resp, string(body), 401, httperr.InvalidAPIKey)
+
+	var reused bool
+	req, _ = http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
+	}), http.MethodGet, proxyURL+"/api/v1/movies", nil)
+	req.Header.Set("X-Api-Key", "agw_unknown")
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatalf("second request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !reused {
+		t.Errorf("second request: %d, reused connection %v; want 401 on the same connection", resp.StatusCode, reused)
 	}
 }
