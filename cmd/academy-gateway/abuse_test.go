@@ -498,3 +498,27 @@ func TestAbuseHTTP2EarlyRefusal(t *testing.T) {
 		t.Errorf("second request: %d, reused connection %v; want 401 on the same connection", resp.StatusCode, reused)
 	}
 }
+
+// TestAbuseOpsListenerAnswersJSON: the ops listener's router refusals (unknown path, wrong
+// method) are JSON like every other gateway error, not the router's plain text.
+func TestAbuseOpsListenerAnswersJSON(t *testing.T) {
+	s := newStack(t, time.Minute)
+	r := s.start(nil)
+	addr := strings.TrimPrefix(r.opsURL, "http://")
+	for _, tt := range []struct {
+		line   string
+		status int
+		code   httperr.Code
+	}{
+		{"GET /nope HTTP/1.1", 404, httperr.NotFound},
+		{"POST /metrics HTTP/1.1", 405, httperr.MethodNotAllowed},
+		{"DELETE /healthz HTTP/1.1", 405, httperr.MethodNotAllowed},
+	} {
+		t.Run(tt.line, func(t *testing.T) {
+			c := dial(t, addr)
+			send(t, c, request(tt.line, []string{"Content-Length: 0"}, ""))
+			resp, body := readAnswer(t, c, bufio.NewReader(c))
+			wantJSONError(t, resp, body, tt.status, tt.code)
+		})
+	}
+}
