@@ -522,3 +522,39 @@ func TestAbuseOpsListenerAnswersJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestAbuseAuthListener: the forward-auth listener has the proxy listener's defences: odd
+// request targets get JSON, a check that came with a Transfer-Encoding closes its connection
+// (nothing hidden in its body is read as another check), and upgrades leave no tunnel.
+func TestAbuseAuthListener(t *testing.T) {
+	s := newStack(t, time.Minute)
+	r := s.start(func(c *config.Config) { c.Listen.Auth = "127.0.0.1:0" })
+	addr := strings.TrimPrefix(r.authURL, "http://")
+	for _, tt := range []struct {
+		line   string
+		status int
+		code   httperr.Code
+	}{
+		{"CONNECT evil.example:443 HTTP/1.1", 405, httperr.MethodNotAllowed},
+		{"OPTIONS * HTTP/1.1", 405, httperr.MethodNotAllowed},
+		{"GET http://evil.example HTTP/1.1", 400, httperr.BadRequest},
+	} {
+		t.Run(tt.line, func(t *testing.T) {
+			c := dial(t, addr)
+			send(t, c, request(tt.line, nil, ""))
+			resp, body := readAnswer(t, c, bufio.NewReader(c))
+			wantJSONError(t, resp, body, tt.status, tt.code)
+		})
+	}
+	t.Run("CL.TE", func(t *testing.T) {
+		hidden := request("GET /forward-auth HTTP/1.1", []string{"X-Forwarded-Method: GET", "X-Forwarded-Uri: /api/v1/movies"}, "")
+		chunked := "0\r\n\r\n" + hidden
+		c := dial(t, addr)
+		send(t, c, request("POST /forward-auth HTTP/1.1", []string{"X-Forwarded-Method: GET", "X-Forwarded-Uri: /api/v1/movies",
+			"Upgrade: websocket", "Connection: Upgrade",
+			"Content-Length: " + strconv.Itoa(len(chunked)), "Transfer-Encoding: chunked"}, chunked))
+		if got := answers(t, c, bufio.NewReader(c)); len(got) != 1 || got[0].StatusCode != 401 || !got[0].Close {
+			t.Fatalf("answers %v, want one 401 and a closed connection", statusOf(got))
+		}
+	})
+}
