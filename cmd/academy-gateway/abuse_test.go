@@ -220,6 +220,7 @@ func TestAbuseRequestTargets(t *testing.T) {
 		{"OPTIONS asterisk", "OPTIONS * HTTP/1.1", 405, httperr.MethodNotAllowed},
 		{"GET asterisk", "GET * HTTP/1.1", 400, httperr.BadRequest},
 		{"absolute URI without path", "GET http://evil.example HTTP/1.1", 400, httperr.BadRequest},
+		{"HTTP/2 preface without TLS", "PRI * HTTP/2.0", 405, httperr.MethodNotAllowed},
 		{"OPTIONS path", "OPTIONS /api/v1/movies HTTP/1.1", 405, httperr.MethodNotAllowed},
 		{"TRACE", "TRACE /api/v1/movies HTTP/1.1", 405, httperr.MethodNotAllowed},
 		{"lower-case method", "get /api/v1/movies HTTP/1.1", 405, httperr.MethodNotAllowed},
