@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,6 +29,7 @@ import (
 //	Pusers           set   users with a connection (for listing)
 //	Pkey:ID          hash  rec (JSON of APIKey with the key's hash), used (unix ms of last use)
 //	Pkeys            set   key ids
+//	P{u:USER}:keys, Pdirectory, Pkeyindex: the per-user key index (see keyindex.go)
 //	Pticket:HASH     string  onboarding ticket (JSON), TTL 10 min
 //	Pstate:STATE     string  hash of the ticket an OAuth2 state belongs to, TTL 10 min
 //	Pstatus:STATUS   set   users by connection status (status.go)
@@ -37,6 +40,8 @@ type Store struct {
 	keyring *Keyring
 	m       *metrics.Metrics
 	now     func() time.Time
+	indexed atomic.Bool // the records written before the key index are indexed (keyindex.go)
+	indexMu sync.Mutex  // one first-use indexing at a time in this process
 }
 
 // NewStore returns a store over rdb. prefix namespaces every Redis key; now is the clock
@@ -181,6 +186,9 @@ func (s *Store) PutConnection(ctx context.Context, c Connection) (Connection, er
 	n, err := putScript.Run(ctx, s.rdb, []string{s.connKey(c.User)}, rec).Int64()
 	if err == nil {
 		err = s.rdb.SAdd(ctx, s.usersKey(), c.User).Err()
+	}
+	if err == nil {
+		err = s.addToDirectory(ctx, c.User)
 	}
 	if err = s.observe("put_connection", err); err != nil {
 		return Connection{}, err
