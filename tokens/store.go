@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,7 +23,8 @@ import (
 // Layout under the configured prefix P (every key of one user shares the hash tag {u:USER}, so
 // the Lua scripts below touch one Cluster slot):
 //
-//	P{u:USER}:conn   hash  ver (int), rec (JSON with the sealed tokens)
+//	P{u:USER}:conn   hash  ver (int), rec (JSON with the sealed tokens), refreshing (a
+//	                 RefreshMarker: "OWNER UNIXMS", only while a refresh is in flight)
 //	P{u:USER}:lock   string  refresh lease owner token, with a TTL
 //	Pusers           set   users with a connection (for listing)
 //	Pkey:ID          hash  rec (JSON of APIKey with the key's hash), used (unix ms of last use)
@@ -34,12 +36,12 @@ type Store struct {
 	prefix  string
 	keyring *Keyring
 	m       *metrics.Metrics
-	now     func() time.Time
+	now     Clock
 }
 
 // NewStore returns a store over rdb. prefix namespaces every Redis key; now is the clock
 // (nil: time.Now).
-func NewStore(rdb redis.UniversalClient, prefix string, kr *Keyring, m *metrics.Metrics, now func() time.Time) *Store {
+func NewStore(rdb redis.UniversalClient, prefix string, kr *Keyring, m *metrics.Metrics, now Clock) *Store {
 	if now == nil {
 		now = time.Now
 	}
@@ -58,13 +60,13 @@ func (s *Store) usersKey() string           { return s.prefix + "users" }
 func (s *Store) apiKeyKey(id string) string { return s.prefix + "key:" + id }
 func (s *Store) apiKeysKey() string         { return s.prefix + "keys" }
 
-// observe counts one store operation and translates transport errors to ErrStoreUnavailable,
-// keeping the cause in the chain.
+// observe counts one store operation and translates transport errors to a *StoreError
+// (ErrStoreUnavailable), keeping the cause in the chain.
 func (s *Store) observe(op string, err error) error {
 	result := "ok"
 	if err != nil && !isAnswer(err) {
 		result = "error"
-		err = fmt.Errorf("%w: %s: %w", ErrStoreUnavailable, op, err)
+		err = &StoreError{Op: op, Err: err}
 	}
 	s.m.StoreOperations.WithLabelValues(op, result).Inc()
 	return err
@@ -101,10 +103,12 @@ func (s *Store) encodeConn(c Connection) (string, error) {
 	return string(b), err
 }
 
-func (s *Store) decodeConn(user, ver, rec string) (Connection, error) {
+// decodeConn turns the fields of a connection hash into a Connection. Every failure matches
+// ErrDecrypt: a record that does not decode or open is corrupt, whatever the reason.
+func (s *Store) decodeConn(user, ver, rec, refreshing string) (Connection, error) {
 	var sc storedConn
 	if err := json.Unmarshal([]byte(rec), &sc); err != nil {
-		return Connection{}, fmt.Errorf("decode connection of %s: %w", user, err)
+		return Connection{}, fmt.Errorf("decode connection of %s: %w: %w", user, ErrDecrypt, err)
 	}
 	// The user id is the associated data: a record copied under another user fails here.
 	pt, _, err := s.keyring.Open(sc.Sealed, []byte(user))
@@ -112,43 +116,74 @@ func (s *Store) decodeConn(user, ver, rec string) (Connection, error) {
 		return Connection{}, fmt.Errorf("open connection of %s: %w", user, err)
 	}
 	var t sealedTokens
-	if err := json.Unmarshal(pt, &t); err != nil {
-		return Connection{}, fmt.Errorf("decode tokens of %s: %w", user, err)
+	if err := json.Unmarshal(pt, &t); err != nil { // the cause could quote token bytes: dropped
+		return Connection{}, fmt.Errorf("decode tokens of %s: %w", user, ErrDecrypt)
 	}
 	c := sc.Connection
 	c.User, c.AccessToken, c.RefreshToken = user, t.Access, t.Refresh
-	c.Version, _ = strconv.ParseInt(ver, 10, 64)
+	if c.Version, err = strconv.ParseInt(ver, 10, 64); err != nil || c.Version <= 0 {
+		return Connection{}, fmt.Errorf("decode version %q of %s: %w", ver, user, ErrDecrypt)
+	}
+	c.Refreshing = parseMarker(refreshing)
 	return c, nil
+}
+
+// parseMarker reads the "OWNER UNIXMS" form of a RefreshMarker; anything else is no marker.
+func parseMarker(v string) RefreshMarker {
+	owner, ms, ok := strings.Cut(v, " ")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || owner == "" || err != nil {
+		return RefreshMarker{}
+	}
+	return RefreshMarker{Owner: owner, Since: time.UnixMilli(n).UTC()}
+}
+
+// connFields are the fields of a connection hash that a read needs, in decodeConn's order.
+var connFields = []string{"ver", "rec", "refreshing"}
+
+// decodeFields decodes an HMGET of connFields; ok is false when there is no record.
+func (s *Store) decodeFields(user string, vals []any) (c Connection, ok bool, err error) {
+	var f [3]string
+	for i := range f {
+		if i < len(vals) {
+			f[i], _ = vals[i].(string)
+		}
+	}
+	if f[1] == "" {
+		return Connection{}, false, nil
+	}
+	c, err = s.decodeConn(user, f[0], f[1], f[2])
+	return c, true, err
 }
 
 // Connection reads the user's connection: ErrNotConnected if there is none.
 func (s *Store) Connection(ctx context.Context, user string) (Connection, error) {
-	vals, err := s.rdb.HMGet(ctx, s.connKey(user), "ver", "rec").Result()
+	vals, err := s.rdb.HMGet(ctx, s.connKey(user), connFields...).Result()
 	if err != nil {
 		return Connection{}, s.observe("get_connection", err)
 	}
-	ver, _ := vals[0].(string)
-	rec, _ := vals[1].(string)
-	if rec == "" {
+	c, ok, err := s.decodeFields(user, vals)
+	if !ok {
 		return Connection{}, s.observe("get_connection", ErrNotConnected)
 	}
-	c, err := s.decodeConn(user, ver, rec)
 	return c, s.observe("get_connection", err)
 }
 
 // casScript writes rec when the stored version equals ARGV[1] ("0": absent) and returns the new
-// version, or -1 when another writer came first.
+// version, or -1 when another writer came first. A new record ends any refresh in flight.
 var casScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'ver') or '0'
 if v ~= ARGV[1] then return -1 end
 local n = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'ver', n, 'rec', ARGV[2])
+redis.call('HDEL', KEYS[1], 'refreshing')
 return n`)
 
 // putScript writes rec unconditionally and returns the new version.
 var putScript = redis.NewScript(`
 local n = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('HSET', KEYS[1], 'rec', ARGV[1])
+redis.call('HDEL', KEYS[1], 'refreshing')
 return n`)
 
 // CompareAndSwap writes c if the stored version is still expected. It reports false (and no
@@ -213,19 +248,16 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(batch))
 		for i, u := range batch {
-			cmds[i] = pipe.HMGet(ctx, s.connKey(u), "ver", "rec")
+			cmds[i] = pipe.HMGet(ctx, s.connKey(u), connFields...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, s.observe("list_connections", err)
 		}
 		for i, u := range batch {
-			vals := cmds[i].Val()
-			ver, _ := vals[0].(string)
-			rec, _ := vals[1].(string)
-			if rec == "" {
+			c, ok, err := s.decodeFields(u, cmds[i].Val())
+			if !ok {
 				continue // deleted since SMEMBERS
 			}
-			c, err := s.decodeConn(u, ver, rec)
 			if err != nil {
 				c = Connection{User: u, Status: "undecryptable"}
 			}
@@ -238,7 +270,10 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 // Lease is a held refresh lock. Its owner token makes renew and release safe: a replica can
 // never extend or drop a lease that expired and was taken by another.
 type Lease struct {
-	user, owner string
+	// User whose connection the lease covers.
+	User string
+	// Owner is the random token stored in the lock: whoever holds it holds the lease.
+	Owner string
 }
 
 // AcquireLease tries to take the user's refresh lease for ttl; ok is false when another holds it.
@@ -248,7 +283,7 @@ func (s *Store) AcquireLease(ctx context.Context, user string, ttl time.Duration
 	if err = s.observe("acquire_lease", err); err != nil || !ok {
 		return Lease{}, false, err
 	}
-	return Lease{user: user, owner: owner}, true, nil
+	return Lease{User: user, Owner: owner}, true, nil
 }
 
 var renewScript = redis.NewScript(`
@@ -261,13 +296,43 @@ return 0`)
 
 // RenewLease extends a held lease; it reports false when the lease was lost.
 func (s *Store) RenewLease(ctx context.Context, l Lease, ttl time.Duration) (bool, error) {
-	n, err := renewScript.Run(ctx, s.rdb, []string{s.lockKey(l.user)}, l.owner, ttl.Milliseconds()).Int64()
+	n, err := renewScript.Run(ctx, s.rdb, []string{s.lockKey(l.User)}, l.Owner, ttl.Milliseconds()).Int64()
 	return n == 1, s.observe("renew_lease", err)
 }
 
 // ReleaseLease drops a held lease if it is still ours.
 func (s *Store) ReleaseLease(ctx context.Context, l Lease) error {
-	return s.observe("release_lease", releaseScript.Run(ctx, s.rdb, []string{s.lockKey(l.user)}, l.owner).Err())
+	return s.observe("release_lease", releaseScript.Run(ctx, s.rdb, []string{s.lockKey(l.User)}, l.Owner).Err())
+}
+
+// markScript sets the refresh marker ARGV[3] on the connection KEYS[1] if the lease KEYS[2] is
+// still owned by ARGV[1] and the record is still at version ARGV[2]: one atomic check, so a
+// holder whose lease expired never starts a refresh.
+var markScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], 'ver') or '0') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'refreshing', ARGV[3])
+return 1`)
+
+// clearScript removes the refresh marker of KEYS[1] if owner ARGV[1] set it.
+var clearScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'refreshing')
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then return redis.call('HDEL', KEYS[1], 'refreshing') end
+return 0`)
+
+// MarkRefreshing records that the holder of l is about to spend the refresh token of the
+// connection at version (see RefreshMarker). It reports false, and records nothing, when the
+// lease is no longer l's or the record changed since it was read.
+func (s *Store) MarkRefreshing(ctx context.Context, l Lease, version int64) (bool, error) {
+	marker := l.Owner + " " + strconv.FormatInt(s.now().UnixMilli(), 10)
+	n, err := markScript.Run(ctx, s.rdb, []string{s.connKey(l.User), s.lockKey(l.User)}, l.Owner, version, marker).Int64()
+	return n == 1, s.observe("mark_refreshing", err)
+}
+
+// ClearRefreshing removes the marker that the holder of l set, once it knows that the refresh
+// token was not spent; a marker of another holder is left alone.
+func (s *Store) ClearRefreshing(ctx context.Context, l Lease) error {
+	return s.observe("clear_refreshing", clearScript.Run(ctx, s.rdb, []string{s.connKey(l.User)}, l.Owner).Err())
 }
 
 // Ping checks that Redis answers.

@@ -24,8 +24,12 @@ var (
 	ErrReauthRequired = errors.New("connection needs re-authorization")
 	// ErrUnknownKey: the API key is malformed, unknown or revoked.
 	ErrUnknownKey = errors.New("unknown API key")
-	// ErrStoreUnavailable: Redis could not be reached and no usable cached value exists.
+	// ErrStoreUnavailable: Redis could not be reached and no usable cached value exists. The
+	// errors that match it are *StoreError, which carries the cause.
 	ErrStoreUnavailable = errors.New("token store unavailable")
+	// ErrRefreshUnavailable: a refresh that a request needed could not complete for a passing
+	// reason; the connection is kept. The errors that match it are *RefreshError.
+	ErrRefreshUnavailable = errors.New("token refresh unavailable")
 	// ErrInvalidGrant: the Academy rejected a code or refresh token (expired, spent or revoked).
 	ErrInvalidGrant = errors.New("invalid_grant")
 	// ErrNotFound: no such record (API key id, ticket).
@@ -48,7 +52,26 @@ type Connection struct {
 	UpdatedAt        time.Time `json:"updated_at"`
 	// Version increases with every write; writes are compare-and-set on it. Zero: never stored.
 	Version int64 `json:"-"`
+	// Refreshing is set while a lease holder calls the Academy with RefreshToken (see
+	// RefreshMarker); zero: no refresh in flight. It is kept beside the sealed record, not in it.
+	Refreshing RefreshMarker `json:"-"`
 }
+
+// RefreshMarker records, in Redis and before the Academy is called, that a lease holder is
+// spending the connection's refresh token. The holder removes it when it knows the outcome
+// (new tokens stored, the token rejected, or a failure that left the token unspent). A marker
+// that outlives its holder's lease therefore means the holder died or was cut off mid-refresh:
+// the Academy may have rotated the token, so the next holder must not send it again (see
+// Refresher).
+type RefreshMarker struct {
+	// Owner is the lease owner token of the holder that started the refresh.
+	Owner string
+	// Since is when it started.
+	Since time.Time
+}
+
+// IsZero reports whether there is no marker.
+func (m RefreshMarker) IsZero() bool { return m.Owner == "" }
 
 // HasScope reports whether the connection was granted scope.
 func (c *Connection) HasScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
@@ -64,7 +87,7 @@ func (c *Connection) needsRefresh(now time.Time, before time.Duration) bool {
 
 // WithGrant returns a copy of c, active, carrying the tokens of g.
 func (c Connection) WithGrant(g Grant) Connection {
-	c.Status = StatusActive
+	c.Status, c.Refreshing = StatusActive, RefreshMarker{}
 	c.AccessToken, c.RefreshToken = g.AccessToken, g.RefreshToken
 	c.IssuedAt, c.AccessExpiresAt, c.RefreshExpiresAt = g.IssuedAt, g.AccessExpiresAt, g.RefreshExpiresAt
 	c.UpdatedAt = g.IssuedAt
