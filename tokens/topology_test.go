@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
-	"github.com/academy-gateway/academy-gateway/internal/testutil"
+	eventually "github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -340,7 +340,8 @@ func runStoreConformance(t *testing.T, d deployment) {
 	t.Run("single flight", func(t *testing.T) {
 		t.Parallel()
 		p := newPair(t, d, "agw-flight:", tokens.ManagerOptions{RefreshBefore: time.Minute})
-		p.academy.delay = 50 * time.Millisecond
+		release := p.academy.holdRefreshes()
+		defer release()
 		seed(t, p.a.store, p.academy, "alice")
 		const n = 50
 		var wg sync.WaitGroup
@@ -358,6 +359,8 @@ func runStoreConformance(t *testing.T, d deployment) {
 				got[i], errs[i] = c.AccessToken, err
 			})
 		}
+		waitContended(t, p.academy, p.a, p.b)
+		release()
 		wg.Wait()
 		if refreshes, reused := p.academy.counts(); refreshes != 1 || reused != 0 {
 			t.Fatalf("academy saw %d refreshes and %d reused refresh tokens, want 1 and 0", refreshes, reused)
@@ -414,7 +417,7 @@ func runStoreConformance(t *testing.T, d deployment) {
 		if _, err := p.b.store.DeleteKey(ctx, k.ID); err != nil {
 			t.Fatalf("DeleteKey: %v", err)
 		}
-		testutil.Eventually(t, time.Second, func() error {
+		eventually.Eventually(t, time.Second, func() error {
 			if _, err := p.a.mgr.LookupKey(ctx, key); !errors.Is(err, tokens.ErrUnknownKey) {
 				return fmt.Errorf("LookupKey after DeleteKey on the other replica = %v, want ErrUnknownKey (cache TTL is 1 h)", err)
 			}
