@@ -375,6 +375,13 @@ func runStoreConformance(t *testing.T, d deployment) {
 		}
 	})
 
+	t.Run("refresher", func(t *testing.T) {
+		t.Parallel()
+		runRefresherConformance(t, func(t *testing.T, prefix string) refreshBackend {
+			return storeBackend(t, prefix, d.client, nil) // leases expire in real time
+		})
+	})
+
 	t.Run("cache invalidation", func(t *testing.T) {
 		t.Parallel()
 		p := newPair(t, d, "agw-inval:", tokens.ManagerOptions{CacheTTL: time.Hour})
