@@ -54,7 +54,7 @@ func (s *fakeStore) put(c tokens.Connection) tokens.Connection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.Version = s.conns[c.User].Version + 1
-	c.Refreshing = tokens.RefreshMarker{}
+	c.Refreshing = nil
 	s.conns[c.User] = c
 	return c
 }
@@ -75,7 +75,7 @@ func (s *fakeStore) CompareAndSwap(_ context.Context, c tokens.Connection, expec
 	if s.conns[c.User].Version != expected {
 		return tokens.Connection{}, false, nil
 	}
-	c.Version, c.Refreshing = expected+1, tokens.RefreshMarker{}
+	c.Version, c.Refreshing = expected+1, nil
 	s.conns[c.User] = c
 	return c, true, nil
 }
@@ -124,7 +124,7 @@ func (s *fakeStore) MarkRefreshing(_ context.Context, l tokens.Lease, version in
 	if !s.heldBy(l) || !ok || c.Version != version {
 		return false, nil
 	}
-	c.Refreshing = tokens.RefreshMarker{Owner: l.Owner, Since: s.now()}
+	c.Refreshing = &tokens.RefreshMarker{Owner: l.Owner, Since: s.now()}
 	s.conns[l.User] = c
 	return true, nil
 }
@@ -132,8 +132,8 @@ func (s *fakeStore) MarkRefreshing(_ context.Context, l tokens.Lease, version in
 func (s *fakeStore) ClearRefreshing(_ context.Context, l tokens.Lease) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.conns[l.User]; ok && c.Refreshing.Owner == l.Owner {
-		c.Refreshing = tokens.RefreshMarker{}
+	if c, ok := s.conns[l.User]; ok && !c.Refreshing.IsZero() && c.Refreshing.Owner == l.Owner {
+		c.Refreshing = nil
 		s.conns[l.User] = c
 	}
 	return nil

@@ -221,12 +221,21 @@ func (r *Refresher) refreshShared(ctx context.Context, seen Connection, trigger 
 }
 
 // refreshLocked calls the Academy with cur's refresh token and stores the result; the caller
-// holds lease. Before the call it sets the refresh marker (atomically with a check that the
-// lease is still held and cur still current), and resolves it afterwards: new tokens or a
-// reauth_required record replace it; a failure that left the token unspent (an error answer,
-// a timeout, or no answer) removes it, so the next refresh sends the token again (a token the
-// Academy did rotate without our learning so is then rejected, and the connection ends as
-// reauth_required). Only a holder that dies or loses Redis before resolving it leaves it.
+// holds lease.
+//
+// The refresh-in-flight marker (issue 14, "Faults"). Before the call, the marker is set in the
+// connection's hash, atomically with a check that the lease is still ours and cur still the
+// stored version; no marker, no call. A live holder always resolves it: new tokens or a
+// reauth_required record replace it (every compare-and-set clears it), and any other outcome
+// removes it, since SPEC §4 step 5 counts a failing, hanging or credential-refusing refresh
+// endpoint as a passing reason that must not cost the connection (if such a call did rotate
+// the token after all, the next refresh is rejected and ends the connection as
+// reauth_required, a clean end). So a marker that a new lease holder finds was left by a holder
+// that died, or lost Redis, while its refresh token was at the Academy: whether the Academy
+// rotated it cannot be known, and sending it again could replay a spent token, which the
+// Academy may take for theft. refreshShared then ends the connection as reauth_required
+// without calling the Academy: one re-authorization in the rare case that the dead holder's
+// request never arrived, instead of a replay in the likely case that it did.
 func (r *Refresher) refreshLocked(ctx context.Context, lease Lease, held *heldLease, cur Connection, trigger string) (Connection, error) {
 	user := cur.User
 	var grant Grant
@@ -303,7 +312,7 @@ func (r *Refresher) save(ctx context.Context, held *heldLease, cur, next Connect
 // meanwhile (which is then returned). why goes into the error.
 func (r *Refresher) markReauth(ctx context.Context, cur Connection, why string) (Connection, error) {
 	marked := cur
-	marked.Status, marked.UpdatedAt, marked.Refreshing = StatusReauthRequired, r.opts.Now.Now(), RefreshMarker{}
+	marked.Status, marked.UpdatedAt, marked.Refreshing = StatusReauthRequired, r.opts.Now.Now(), nil
 	saved, ok, err := r.store.CompareAndSwap(ctx, marked, cur.Version)
 	if err != nil {
 		return Connection{}, fmt.Errorf("mark %s for re-authorization: %w", cur.User, err)

@@ -129,13 +129,13 @@ func (s *Store) decodeConn(user, ver, rec, refreshing string) (Connection, error
 }
 
 // parseMarker reads the "OWNER UNIXMS" form of a RefreshMarker; anything else is no marker.
-func parseMarker(v string) RefreshMarker {
+func parseMarker(v string) *RefreshMarker {
 	owner, ms, ok := strings.Cut(v, " ")
 	n, err := strconv.ParseInt(ms, 10, 64)
 	if !ok || owner == "" || err != nil {
-		return RefreshMarker{}
+		return nil
 	}
-	return RefreshMarker{Owner: owner, Since: time.UnixMilli(n).UTC()}
+	return &RefreshMarker{Owner: owner, Since: time.UnixMilli(n).UTC()}
 }
 
 // connFields are the fields of a connection hash that a read needs, in decodeConn's order.

@@ -53,16 +53,16 @@ type Connection struct {
 	// Version increases with every write; writes are compare-and-set on it. Zero: never stored.
 	Version int64 `json:"-"`
 	// Refreshing is set while a lease holder calls the Academy with RefreshToken (see
-	// RefreshMarker); zero: no refresh in flight. It is kept beside the sealed record, not in it.
-	Refreshing RefreshMarker `json:"-"`
+	// RefreshMarker); nil: no refresh in flight. It is kept beside the sealed record, not in it,
+	// and is a pointer so that the request path, which copies connections, pays 8 bytes for it.
+	Refreshing *RefreshMarker `json:"-"`
 }
 
 // RefreshMarker records, in Redis and before the Academy is called, that a lease holder is
-// spending the connection's refresh token. The holder removes it when it knows the outcome
-// (new tokens stored, the token rejected, or a failure that left the token unspent). A marker
-// that outlives its holder's lease therefore means the holder died or was cut off mid-refresh:
-// the Academy may have rotated the token, so the next holder must not send it again (see
-// Refresher).
+// spending the connection's refresh token. The holder removes it once the call is over, whatever
+// the outcome. A marker that outlives its holder's lease therefore means the holder died or was
+// cut off mid-refresh: the Academy may have rotated the token, so the next holder must not
+// send it again (see Refresher.refreshLocked).
 type RefreshMarker struct {
 	// Owner is the lease owner token of the holder that started the refresh.
 	Owner string
@@ -70,8 +70,8 @@ type RefreshMarker struct {
 	Since time.Time
 }
 
-// IsZero reports whether there is no marker.
-func (m RefreshMarker) IsZero() bool { return m.Owner == "" }
+// IsZero reports whether there is no marker (m is nil or empty).
+func (m *RefreshMarker) IsZero() bool { return m == nil || m.Owner == "" }
 
 // HasScope reports whether the connection was granted scope.
 func (c *Connection) HasScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
@@ -87,7 +87,7 @@ func (c *Connection) needsRefresh(now time.Time, before time.Duration) bool {
 
 // WithGrant returns a copy of c, active, carrying the tokens of g.
 func (c Connection) WithGrant(g Grant) Connection {
-	c.Status, c.Refreshing = StatusActive, RefreshMarker{}
+	c.Status, c.Refreshing = StatusActive, nil
 	c.AccessToken, c.RefreshToken = g.AccessToken, g.RefreshToken
 	c.IssuedAt, c.AccessExpiresAt, c.RefreshExpiresAt = g.IssuedAt, g.AccessExpiresAt, g.RefreshExpiresAt
 	c.UpdatedAt = g.IssuedAt
