@@ -1,11 +1,11 @@
 package admin
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"net/http"
-	"strings"
+
+	"github.com/academy-gateway/academy-gateway/credential"
+	"github.com/academy-gateway/academy-gateway/httperr"
 )
 
 // Why a request was refused; logged, never sent.
@@ -21,17 +21,18 @@ var (
 func (h *Handler) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h.checkToken(r.Header.Values("Authorization")); err != nil {
-			h.fail(w, r, &httpError{Status: http.StatusUnauthorized, Code: codeUnauthorized,
-				Message: "This admin API needs the header Authorization: Bearer <admin token>.", Err: err})
+			e := httperr.Wrap(http.StatusUnauthorized, httperr.Unauthorized,
+				"This admin API needs the header Authorization: Bearer <admin token>.", err)
+			e.Challenge = `Bearer realm="academy-gateway-admin"`
+			h.fail(w, r, e)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// checkToken reports why the Authorization header values do not carry the admin token. The
-// comparison runs on SHA-256 digests in constant time, so neither the token's bytes nor its
-// length show in the timing.
+// checkToken reports why the Authorization header values do not carry the admin token (compared
+// in constant time).
 func (h *Handler) checkToken(values []string) error {
 	switch len(values) {
 	case 0:
@@ -40,28 +41,12 @@ func (h *Handler) checkToken(values []string) error {
 	default:
 		return errManyHeaders
 	}
-	token, ok := bearerToken(values[0])
+	token, ok := credential.Bearer(values[0])
 	if !ok {
 		return errNotBearer
 	}
-	sum := sha256.Sum256([]byte(token))
-	if subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) != 1 {
+	if !h.token.Matches(token) {
 		return errWrongToken
 	}
 	return nil
-}
-
-// bearerToken returns the credential of an Authorization header value of the Bearer scheme.
-// The scheme name is case-insensitive (RFC 7235 §2.1); the credential is what follows the
-// spaces after it, and must be non-empty and free of spaces.
-func bearerToken(header string) (string, bool) {
-	scheme, rest, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	token := strings.TrimLeft(rest, " ")
-	if token == "" || strings.ContainsAny(token, " \t") {
-		return "", false
-	}
-	return token, true
 }

@@ -11,52 +11,19 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
-
-// httpError is a failure with the status, code and safe message the caller sees. Err, the
-// cause, goes only to the log.
-type httpError struct {
-	Status  int
-	Code    string
-	Message string
-	Err     error
-	// Allow lists the methods of the path, for a 405.
-	Allow []string
-}
-
-func (e *httpError) Error() string {
-	if e.Err != nil {
-		return e.Code + ": " + e.Message + ": " + e.Err.Error()
-	}
-	return e.Code + ": " + e.Message
-}
-
-func (e *httpError) Unwrap() error { return e.Err }
-
-// Error codes of the admin API (docs/admin-api.yaml, ErrorCode).
-const (
-	codeUnauthorized          = "unauthorized"
-	codeBadRequest            = "bad_request"
-	codeNotFound              = "not_found"
-	codeConflict              = "conflict"
-	codeMethodNotAllowed      = "method_not_allowed"
-	codeTokenStoreUnavailable = "token_store_unavailable"
-	codeInternal              = "internal"
-)
-
-// statusClientClosed is logged (never sent) when the caller went away first.
-const statusClientClosed = 499
 
 // errDisabled is the logged cause of every answer of a disabled admin API.
 var errDisabled = errors.New("admin API disabled: no admin token configured")
 
-func badRequest(msg string, err error) *httpError {
-	return &httpError{Status: http.StatusBadRequest, Code: codeBadRequest, Message: msg, Err: err}
+func badRequest(msg string, err error) *httperr.Error {
+	return httperr.Wrap(http.StatusBadRequest, httperr.BadRequest, msg, err)
 }
 
-func notFound(msg string, err error) *httpError {
-	return &httpError{Status: http.StatusNotFound, Code: codeNotFound, Message: msg, Err: err}
+func notFound(msg string, err error) *httperr.Error {
+	return httperr.Wrap(http.StatusNotFound, httperr.NotFound, msg, err)
 }
 
 // candidateMethods are the methods a 405's Allow header may list.
@@ -65,7 +32,7 @@ var candidateMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost
 
 // methodNotAllowed answers a known path asked with a method it does not serve, listing the
 // methods it does.
-func methodNotAllowed(router *mux.Router, r *http.Request) *httpError {
+func methodNotAllowed(router *mux.Router, r *http.Request) *httperr.Error {
 	var allow []string
 	for _, m := range candidateMethods {
 		probe := r.Clone(r.Context())
@@ -75,33 +42,34 @@ func methodNotAllowed(router *mux.Router, r *http.Request) *httpError {
 			allow = append(allow, m)
 		}
 	}
-	return &httpError{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed, Allow: allow,
-		Message: "This path does not serve " + r.Method + "; see the Allow header."}
+	e := httperr.New(http.StatusMethodNotAllowed, httperr.MethodNotAllowed, "This path does not serve "+r.Method+"; see the Allow header.")
+	e.Allow = strings.Join(allow, ", ")
+	return e
 }
 
-// classify maps any error of a handler to the httpError the caller sees. It is the one place that
-// decides status codes.
-func classify(err error) *httpError {
-	var e *httpError
-	switch {
-	case errors.As(err, &e):
+// classify maps any error of a handler to the error the caller sees: the admin API's mapping of
+// the token layer's sentinels.
+func classify(err error) *httperr.Error {
+	if e, ok := httperr.As(err); ok {
 		return e
+	}
+	switch {
 	case errors.Is(err, tokens.ErrStoreUnavailable):
-		return &httpError{Status: http.StatusServiceUnavailable, Code: codeTokenStoreUnavailable,
-			Message: "The token store is unavailable; try again shortly.", Err: err}
+		return httperr.Wrap(http.StatusServiceUnavailable, httperr.TokenStoreUnavailable,
+			"The token store is unavailable; try again shortly.", err)
 	case errors.Is(err, tokens.ErrNotConnected):
 		return notFound("This user has no connection.", err)
 	case errors.Is(err, tokens.ErrNotFound):
 		return notFound("No API key has this id.", err)
 	case errors.Is(err, tokens.ErrKeyExists):
-		return &httpError{Status: http.StatusConflict, Code: codeConflict, Message: "This API key is already registered.", Err: err}
+		return httperr.Wrap(http.StatusConflict, httperr.Conflict, "This API key is already registered.", err)
 	case errors.Is(err, tokens.ErrMalformedKey):
 		return badRequest(`"key" is not a usable API key: empty, over 512 bytes, or an agw_ key whose checksum does not match.`, err)
 	case errors.Is(err, context.Canceled):
-		return &httpError{Status: statusClientClosed, Code: "client_closed", Message: "The client closed the request.", Err: err}
+		return httperr.Wrap(httperr.StatusClientClosed, httperr.ClientClosed, "The client closed the request.", err)
 	default:
-		return &httpError{Status: http.StatusInternalServerError, Code: codeInternal,
-			Message: "The request failed on the gateway; the details are in its log.", Err: err}
+		return httperr.Wrap(http.StatusInternalServerError, httperr.Internal,
+			"The request failed on the gateway; the details are in its log.", err)
 	}
 }
 
@@ -129,30 +97,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if ce := h.log.Check(level, "admin request failed"); ce != nil {
 		ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
-			zap.Int("status", e.Status), zap.String("code", e.Code), zap.Error(err))
+			zap.Int("status", e.Status), zap.String("code", string(e.Code)), zap.Error(err))
 	}
-	if e.Status == statusClientClosed {
-		return // nobody is listening
-	}
-	hdr := w.Header()
-	switch e.Code {
-	case codeUnauthorized:
-		hdr.Set("WWW-Authenticate", `Bearer realm="academy-gateway-admin"`)
-	case codeMethodNotAllowed:
-		hdr.Set("Allow", strings.Join(e.Allow, ", "))
-	case codeTokenStoreUnavailable:
-		hdr.Set("Retry-After", "1")
-	}
-	writeJSON(w, e.Status, errorBody{errorDetail{Code: e.Code, Message: e.Message}})
-}
-
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	httperr.Write(w, e, "")
 }
 
 // writeJSON sends v as the JSON answer with status. Admin answers carry keys and onboarding

@@ -7,21 +7,18 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
 // maxBodyBytes bounds a request body.
 const maxBodyBytes = 64 << 10
-
-// keyScopes are the scopes a key may be limited to.
-var keyScopes = []string{"read", "write", "delete"}
 
 // keyIDPattern matches the ids the store gives keys (the first 16 hex digits of the key's hash).
 var keyIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
@@ -88,14 +85,9 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) error {
 
 // checkScopes returns scopes without repeats, or a 400 if one is not read, write or delete.
 func checkScopes(scopes []string) ([]string, error) {
-	var out []string
-	for _, s := range scopes {
-		if !slices.Contains(keyScopes, s) {
-			return nil, badRequest(`"scopes" may hold only "read", "write" and "delete".`, fmt.Errorf("scope %q", s))
-		}
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
+	out, err := scope.ParseList(scopes, scope.KeyScopes)
+	if err != nil {
+		return nil, badRequest(`"scopes" may hold only "read", "write" and "delete".`, err)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,12 +28,18 @@ type Config struct {
 	Identity Identity `yaml:"identity"`
 	Log      Log      `yaml:"log"`
 	Server   Server   `yaml:"server"`
+	Webhooks Webhooks `yaml:"webhooks"`
 }
 
-// Listen holds the two listener addresses.
+// Listen holds the listener addresses and the TLS files of the proxy and auth listeners.
 type Listen struct {
 	Proxy string `yaml:"proxy"` // legacy callers and the OAuth2 callback
 	Ops   string `yaml:"ops"`   // metrics, health and the admin API
+	Auth  string `yaml:"auth"`  // forward-auth checks of an ingress (SPEC §4.1); empty: off
+	// TLSCertFile and TLSKeyFile, both set, make the proxy and auth listeners serve HTTPS; the
+	// files are re-read when they change.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // Upstream describes the Academy API v2 the gateway forwards to.
@@ -63,12 +70,15 @@ type Redis struct {
 	Addrs      []string `yaml:"addrs"`
 	MasterName string   `yaml:"master_name"`
 	KeyPrefix  string   `yaml:"key_prefix"`
+	TLSCAFile  string   `yaml:"tls_ca_file"` // CA bundle for rediss://; empty: the system's roots
 }
 
-// Security holds the token encryption keys and the admin token.
+// Security holds the token encryption keys and the tokens of the admin API and forward-auth.
 type Security struct {
 	EncryptionKeys []string `yaml:"encryption_keys" secret:"true"`
 	AdminToken     string   `yaml:"admin_token" secret:"true"`
+	// ForwardAuthToken, when set, must arrive as X-Gateway-Auth on every forward-auth check.
+	ForwardAuthToken string `yaml:"forward_auth_token" secret:"true"`
 }
 
 // Identity selects how a caller is identified.
@@ -85,9 +95,31 @@ type Log struct {
 
 // Server configures the HTTP servers.
 type Server struct {
-	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
-	MaxHeaderBytes  int      `yaml:"max_header_bytes"`
+	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
+	MaxHeaderBytes    int      `yaml:"max_header_bytes"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"` // a request's headers must arrive within it
+	ReadTimeout       Duration `yaml:"read_timeout"`        // the whole request, body included
+	IdleTimeout       Duration `yaml:"idle_timeout"`        // idle keep-alive connections are closed after it
+	MaxBodyBytes      int64    `yaml:"max_body_bytes"`      // larger request bodies get 413; 0: no limit
 }
+
+// Webhooks configures the lifecycle events of SPEC §9.
+type Webhooks struct {
+	URL    string   `yaml:"url"` // where events are POSTed; empty: off
+	Secret string   `yaml:"secret" secret:"true"`
+	Events []string `yaml:"events"` // the event types sent
+}
+
+// Webhook event types (SPEC §9).
+const (
+	EventConnected      = "connection.connected"
+	EventReauthRequired = "connection.reauth_required"
+	EventRevoked        = "connection.revoked"
+	EventKeyRevoked     = "key.revoked"
+)
+
+// Events lists every webhook event type, the default of webhooks.events.
+var Events = []string{EventConnected, EventReauthRequired, EventRevoked, EventKeyRevoked}
 
 // Identity modes.
 const (
@@ -119,7 +151,15 @@ func Default() Config {
 		Redis:    Redis{URL: "redis://localhost:6379/0", KeyPrefix: "agw:"},
 		Identity: Identity{Mode: ModeAPIKey},
 		Log:      Log{Level: "info", Format: "json"},
-		Server:   Server{ShutdownTimeout: Duration(20 * time.Second), MaxHeaderBytes: 65536},
+		Server: Server{
+			ShutdownTimeout:   Duration(20 * time.Second),
+			MaxHeaderBytes:    65536,
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			ReadTimeout:       Duration(60 * time.Second),
+			IdleTimeout:       Duration(120 * time.Second),
+			MaxBodyBytes:      10 << 20,
+		},
+		Webhooks: Webhooks{Events: slices.Clone(Events)},
 	}
 }
 
@@ -171,6 +211,7 @@ func Load(path string, getenv func(string) string) (Config, error) {
 	cfg.OAuth.Scopes = compact(cfg.OAuth.Scopes)
 	cfg.Security.EncryptionKeys = compact(cfg.Security.EncryptionKeys)
 	cfg.Redis.Addrs = compact(cfg.Redis.Addrs)
+	cfg.Webhooks.Events = compact(cfg.Webhooks.Events)
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}

@@ -73,6 +73,9 @@ var specEnv = map[string]string{
 const nonDefaultFile = `listen:
   proxy: "127.0.0.1:8081"
   ops: "127.0.0.1:9091"
+  auth: "127.0.0.1:9092"
+  tls_cert_file: /tls/tls.crt
+  tls_key_file: /tls/tls.key
 upstream:
   base_url: "http://academy.test:8000/api/v2"
   strip_prefixes:
@@ -95,11 +98,13 @@ redis:
   addrs: ["10.0.0.1:26379", "10.0.0.2:26379"]
   master_name: mymaster
   key_prefix: "t:"
+  tls_ca_file: /tls/ca.crt
 security:
   encryption_keys:
     - ` + testKey2 + `
     - ` + testKey1 + `
   admin_token: adm
+  forward_auth_token: fwd
 identity:
   mode: static
   static_user: alice
@@ -109,6 +114,14 @@ log:
 server:
   shutdown_timeout: 5s
   max_header_bytes: 4096
+  read_header_timeout: 2s
+  read_timeout: 30s
+  idle_timeout: 45s
+  max_body_bytes: 0
+webhooks:
+  url: "https://hooks.test/academy"
+  secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+  events: [key.revoked]
 `
 
 // credEnv supplies the credentials the defaults lack, through the override variables.
@@ -202,7 +215,8 @@ func TestLoadFile(t *testing.T) {
 			name:    "every key non-default",
 			content: nonDefaultFile,
 			want: config.Config{
-				Listen: config.Listen{Proxy: "127.0.0.1:8081", Ops: "127.0.0.1:9091"},
+				Listen: config.Listen{Proxy: "127.0.0.1:8081", Ops: "127.0.0.1:9091", Auth: "127.0.0.1:9092",
+					TLSCertFile: "/tls/tls.crt", TLSKeyFile: "/tls/tls.key"},
 				Upstream: config.Upstream{
 					BaseURL:       "http://academy.test:8000/api/v2",
 					StripPrefixes: []string{"/legacy"},
@@ -225,11 +239,16 @@ func TestLoadFile(t *testing.T) {
 					Addrs:      []string{"10.0.0.1:26379", "10.0.0.2:26379"},
 					MasterName: "mymaster",
 					KeyPrefix:  "t:",
+					TLSCAFile:  "/tls/ca.crt",
 				},
-				Security: config.Security{EncryptionKeys: []string{testKey2, testKey1}, AdminToken: "adm"},
+				Security: config.Security{EncryptionKeys: []string{testKey2, testKey1}, AdminToken: "adm", ForwardAuthToken: "fwd"},
 				Identity: config.Identity{Mode: config.ModeStatic, StaticUser: "alice"},
 				Log:      config.Log{Level: "debug", Format: "console"},
-				Server:   config.Server{ShutdownTimeout: config.Duration(5 * time.Second), MaxHeaderBytes: 4096},
+				Server: config.Server{ShutdownTimeout: config.Duration(5 * time.Second), MaxHeaderBytes: 4096,
+					ReadHeaderTimeout: config.Duration(2 * time.Second), ReadTimeout: config.Duration(30 * time.Second),
+					IdleTimeout: config.Duration(45 * time.Second), MaxBodyBytes: 0},
+				Webhooks: config.Webhooks{URL: "https://hooks.test/academy", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+					Events: []string{"key.revoked"}},
 			},
 		},
 		{
@@ -483,6 +502,21 @@ func TestLoadErrors(t *testing.T) {
 		{name: "zero timeout", content: "upstream:\n  timeout: 0s\n", wantKey: "upstream.timeout"},
 		{name: "wrong type", content: "server:\n  max_header_bytes: lots\n", wantKey: "server.max_header_bytes"},
 		{name: "too small max_header_bytes", content: "server:\n  max_header_bytes: 10\n", wantKey: "server.max_header_bytes"},
+		{name: "auth not host:port", content: "listen:\n  auth: nope\n", wantKey: "listen.auth"},
+		{name: "auth on the ops address", content: "listen:\n  ops: \":9090\"\n  auth: \":9090\"\n", wantKey: "listen.auth"},
+		{name: "tls cert without key", content: "listen:\n  tls_cert_file: /c.pem\n", wantKey: "listen.tls_key_file"},
+		{name: "tls key without cert", content: "listen:\n  tls_key_file: /k.pem\n", wantKey: "listen.tls_key_file"},
+		{name: "zero read_header_timeout", content: "server:\n  read_header_timeout: 0s\n", wantKey: "server.read_header_timeout"},
+		{name: "zero read_timeout", content: "server:\n  read_timeout: 0s\n", wantKey: "server.read_timeout"},
+		{name: "zero idle_timeout", content: "server:\n  idle_timeout: 0s\n", wantKey: "server.idle_timeout"},
+		{name: "header timeout over read timeout", content: "server:\n  read_header_timeout: 2m\n  read_timeout: 1m\n", wantKey: "server.read_header_timeout"},
+		{name: "negative max_body_bytes", content: "server:\n  max_body_bytes: -1\n", wantKey: "server.max_body_bytes"},
+		{name: "unknown webhook event", content: "webhooks:\n  events: [key.created]\n", wantKey: "webhooks.events"},
+		{name: "webhook url not http", content: "webhooks:\n  url: ftp://x\n  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", wantKey: "webhooks.url"},
+		{name: "webhook url without secret", content: "webhooks:\n  url: https://hooks.test/\n", wantKey: "webhooks.secret"},
+		{name: "webhook secret without prefix", content: "webhooks:\n  url: https://hooks.test/\n  secret: MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", wantKey: "webhooks.secret"},
+		{name: "webhook secret too short", content: "webhooks:\n  url: https://hooks.test/\n  secret: whsec_c2hvcnQ=\n", wantKey: "webhooks.secret"},
+		{name: "webhooks with no events", content: "webhooks:\n  url: https://hooks.test/\n  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n  events: []\n", wantKey: "webhooks.events"},
 		{name: "missing client_id", env: map[string]string{"ACADEMY_GATEWAY_OAUTH_CLIENT_ID": ""}, wantKey: "oauth.client_id"},
 		{name: "missing client_secret", env: map[string]string{"ACADEMY_GATEWAY_OAUTH_CLIENT_SECRET": ""}, wantKey: "oauth.client_secret"},
 		{name: "scopes without connect", content: "oauth:\n  scopes: [read, write]\n", wantKey: "oauth.scopes"},
@@ -714,10 +748,12 @@ func TestYAMLRoundTrip(t *testing.T) {
 			// The masked output, as check-config prints it, loads again once the secrets are
 			// supplied through the environment.
 			secrets := map[string]string{
-				"ACADEMY_GATEWAY_OAUTH_CLIENT_SECRET":      want.OAuth.ClientSecret,
-				"ACADEMY_GATEWAY_SECURITY_ENCRYPTION_KEYS": strings.Join(want.Security.EncryptionKeys, ","),
-				"ACADEMY_GATEWAY_SECURITY_ADMIN_TOKEN":     want.Security.AdminToken,
-				"ACADEMY_GATEWAY_REDIS_URL":                want.Redis.URL,
+				"ACADEMY_GATEWAY_OAUTH_CLIENT_SECRET":         want.OAuth.ClientSecret,
+				"ACADEMY_GATEWAY_SECURITY_ENCRYPTION_KEYS":    strings.Join(want.Security.EncryptionKeys, ","),
+				"ACADEMY_GATEWAY_SECURITY_ADMIN_TOKEN":        want.Security.AdminToken,
+				"ACADEMY_GATEWAY_REDIS_URL":                   want.Redis.URL,
+				"ACADEMY_GATEWAY_SECURITY_FORWARD_AUTH_TOKEN": want.Security.ForwardAuthToken,
+				"ACADEMY_GATEWAY_WEBHOOKS_SECRET":             want.Webhooks.Secret,
 			}
 			got = mustLoad(t, mustWriteConfig(t, string(want.Masked().YAML())), secrets)
 			if diff := cmp.Diff(want, got, cfgOpts); diff != "" {

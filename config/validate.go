@@ -13,20 +13,28 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"go.yaml.in/yaml/v3"
-)
 
-// Scopes the Academy API v2 knows; connect is needed to authorize at all.
-var knownScopes = []string{"connect", "read", "write", "delete"}
+	"github.com/academy-gateway/academy-gateway/scope"
+)
 
 // Validate checks every value and returns an *Error naming the first offending key.
 func (c *Config) Validate() error {
-	for key, addr := range map[string]string{"listen.proxy": c.Listen.Proxy, "listen.ops": c.Listen.Ops} {
+	for key, addr := range map[string]string{"listen.proxy": c.Listen.Proxy, "listen.ops": c.Listen.Ops, "listen.auth": c.Listen.Auth} {
+		if key == "listen.auth" && addr == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return &Error{Key: key, Msg: fmt.Sprintf("%q is not a host:port address", addr)}
 		}
 	}
 	if c.Listen.Proxy == c.Listen.Ops {
 		return &Error{Key: "listen.ops", Msg: "must differ from listen.proxy (the admin API is never served to callers)"}
+	}
+	if c.Listen.Auth != "" && (c.Listen.Auth == c.Listen.Proxy || c.Listen.Auth == c.Listen.Ops) {
+		return &Error{Key: "listen.auth", Msg: "must differ from listen.proxy and listen.ops"}
+	}
+	if (c.Listen.TLSCertFile == "") != (c.Listen.TLSKeyFile == "") {
+		return &Error{Key: "listen.tls_key_file", Msg: "listen.tls_cert_file and listen.tls_key_file go together: set both or neither"}
 	}
 	urls := []struct{ key, val string }{
 		{"upstream.base_url", c.Upstream.BaseURL},
@@ -55,12 +63,10 @@ func (c *Config) Validate() error {
 	if c.OAuth.ClientSecret == "" {
 		return &Error{Key: "oauth.client_secret", Msg: "is required (the Academy client secret)"}
 	}
-	for _, s := range c.OAuth.Scopes {
-		if !slices.Contains(knownScopes, s) {
-			return &Error{Key: "oauth.scopes", Msg: fmt.Sprintf("unknown scope %q (known: %s)", s, strings.Join(knownScopes, ", "))}
-		}
+	if _, err := scope.ParseList(c.OAuth.Scopes, scope.All); err != nil {
+		return &Error{Key: "oauth.scopes", Msg: "unknown scope: " + err.Error()}
 	}
-	if !slices.Contains(c.OAuth.Scopes, "connect") {
+	if !slices.Contains(c.OAuth.Scopes, string(scope.Connect)) {
 		return &Error{Key: "oauth.scopes", Msg: "must include connect (the Academy refuses to authorize without it)"}
 	}
 	if c.OAuth.RefreshBefore < 0 {
@@ -108,6 +114,47 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxHeaderBytes < 1024 {
 		return &Error{Key: "server.max_header_bytes", Msg: "must be at least 1024"}
+	}
+	for _, d := range []struct {
+		key string
+		val Duration
+	}{
+		{"server.read_header_timeout", c.Server.ReadHeaderTimeout},
+		{"server.read_timeout", c.Server.ReadTimeout},
+		{"server.idle_timeout", c.Server.IdleTimeout},
+	} {
+		if d.val <= 0 {
+			return &Error{Key: d.key, Msg: "must be positive"}
+		}
+	}
+	if c.Server.ReadHeaderTimeout > c.Server.ReadTimeout {
+		return &Error{Key: "server.read_header_timeout", Msg: "must not exceed server.read_timeout"}
+	}
+	if c.Server.MaxBodyBytes < 0 {
+		return &Error{Key: "server.max_body_bytes", Msg: "must not be negative (0: no limit)"}
+	}
+	return c.Webhooks.validate()
+}
+
+// validate checks the webhook settings: a URL makes the secret required.
+func (w *Webhooks) validate() error {
+	for _, e := range w.Events {
+		if !slices.Contains(Events, e) {
+			return &Error{Key: "webhooks.events", Msg: fmt.Sprintf("unknown event %q (known: %s)", e, strings.Join(Events, ", "))}
+		}
+	}
+	if w.URL == "" {
+		return nil
+	}
+	if err := checkURL(w.URL); err != nil {
+		return &Error{Key: "webhooks.url", Msg: err.Error()}
+	}
+	raw, ok := strings.CutPrefix(w.Secret, "whsec_")
+	if b, err := base64.StdEncoding.DecodeString(raw); !ok || err != nil || len(b) < 24 || len(b) > 64 {
+		return &Error{Key: "webhooks.secret", Msg: "is required with webhooks.url: whsec_ followed by base64 of 24 to 64 random bytes (e.g. whsec_$(openssl rand -base64 32))"}
+	}
+	if len(w.Events) == 0 {
+		return &Error{Key: "webhooks.events", Msg: "must list at least one event when webhooks.url is set"}
 	}
 	return nil
 }
@@ -172,12 +219,12 @@ func setFromString(f reflect.Value, raw string) error {
 			return fmt.Errorf("%q is not true or false", raw)
 		}
 		f.SetBool(b)
-	case int:
-		n, err := strconv.Atoi(raw)
+	case int, int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not a whole number", raw)
 		}
-		f.SetInt(int64(n))
+		f.SetInt(n)
 	default:
 		return fmt.Errorf("unsupported type %s", f.Type())
 	}

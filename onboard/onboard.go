@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -101,7 +102,7 @@ func (s *Service) Authorize(ctx context.Context, user string) (link string, expi
 func (s *Service) Start(w http.ResponseWriter, r *http.Request) {
 	state, expiresAt, err := s.store.BindState(r.Context(), r.URL.Query().Get("ticket"))
 	if err != nil {
-		s.page(w, r, http.StatusBadRequest, "This onboarding link cannot be used", reason(err), err)
+		s.fail(w, r, "This onboarding link cannot be used", err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -127,6 +128,18 @@ func (s *Service) Start(w http.ResponseWriter, r *http.Request) {
 // Callback handles the Academy's redirect: it spends the ticket, exchanges the code, records the
 // Academy identity and replaces the user's connection. On any failure nothing is stored.
 func (s *Service) Callback(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: s.CallbackPath(), MaxAge: -1, HttpOnly: true})
+	conn, err := s.callback(r)
+	if err != nil {
+		s.fail(w, r, "Connection failed", err)
+		return
+	}
+	s.opts.Logger.Info("user connected", zap.String("user", conn.User), zap.String("academy_user", conn.AcademyUser))
+	s.page(w, http.StatusOK, "Connected",
+		fmt.Sprintf("%s is now connected as Academy user %s. You can close this page.", conn.User, conn.AcademyUser))
+}
+
+func (s *Service) callback(r *http.Request) (tokens.Connection, error) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" {
@@ -134,33 +147,21 @@ func (s *Service) Callback(w http.ResponseWriter, r *http.Request) {
 			state = c.Value
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: s.CallbackPath(), MaxAge: -1, HttpOnly: true})
 	if state == "" {
-		s.page(w, r, http.StatusBadRequest, "Connection failed", "The request carries no state and no onboarding cookie: open the onboarding link again.", nil)
-		return
+		return tokens.Connection{}, newLink("The request carries no state and no onboarding cookie: open the onboarding link again.", nil)
 	}
 	user, err := s.store.ConsumeState(r.Context(), state)
 	if err != nil {
-		s.page(w, r, http.StatusBadRequest, "Connection failed", reason(err), err)
-		return
+		return tokens.Connection{}, err
 	}
 	if msg := academyError(q); msg != "" {
-		s.page(w, r, http.StatusBadRequest, "Connection failed", "The Academy did not grant access: "+msg, nil)
-		return
+		return tokens.Connection{}, newLink("The Academy did not grant access: "+msg, nil)
 	}
 	code := q.Get("code")
 	if code == "" {
-		s.page(w, r, http.StatusBadRequest, "Connection failed", "The Academy sent no authorization code.", nil)
-		return
+		return tokens.Connection{}, newLink("The Academy sent no authorization code.", nil)
 	}
-	conn, err := s.connect(r.Context(), user, code)
-	if err != nil {
-		s.page(w, r, http.StatusBadRequest, "Connection failed", "The authorization could not be completed with the Academy; ask for a new onboarding link.", err)
-		return
-	}
-	s.opts.Logger.Info("user connected", zap.String("user", user), zap.String("academy_user", conn.AcademyUser))
-	s.page(w, r, http.StatusOK, "Connected",
-		fmt.Sprintf("%s is now connected as Academy user %s. You can close this page.", user, conn.AcademyUser), nil)
+	return s.connect(r.Context(), user, code)
 }
 
 // connect exchanges code, looks up the Academy identity and stores the connection.
@@ -212,16 +213,30 @@ func academyError(q url.Values) string {
 	return ""
 }
 
-func reason(err error) string {
+// newLink is a refusal that only a new onboarding link can mend.
+func newLink(msg string, err error) *httperr.Error {
+	return httperr.Wrap(http.StatusBadRequest, httperr.BadRequest, msg, err)
+}
+
+// classify maps an onboarding failure to the page the user sees: 400 when they need a new link,
+// 503 when the gateway is in trouble and trying again (or telling the operator) is the remedy.
+func classify(err error) *httperr.Error {
+	if e, ok := httperr.As(err); ok {
+		return e
+	}
 	switch {
 	case errors.Is(err, tokens.ErrTicketUsed):
-		return "This onboarding link was already used. Ask for a new one."
+		return newLink("This onboarding link was already used. Ask for a new one.", err)
 	case errors.Is(err, tokens.ErrTicketInvalid):
-		return "This onboarding link is unknown or has expired (links last 10 minutes). Ask for a new one."
+		return newLink("This onboarding link is unknown or has expired (links last 10 minutes). Ask for a new one.", err)
 	case errors.Is(err, tokens.ErrStoreUnavailable):
-		return "The gateway's token store is unavailable; try again in a moment."
+		return httperr.Wrap(http.StatusServiceUnavailable, httperr.TokenStoreUnavailable,
+			"The gateway's token store is unavailable; try again in a moment.", err)
+	case errors.Is(err, tokens.ErrClientCredentials):
+		return httperr.Wrap(http.StatusServiceUnavailable, httperr.UpstreamUnavailable,
+			"The gateway is misconfigured: the Academy refused its client credentials. Tell the gateway's operator.", err)
 	}
-	return "The request could not be completed."
+	return newLink("The authorization could not be completed with the Academy; ask for a new onboarding link.", err)
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
@@ -230,11 +245,23 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <h1>{{.Title}}</h1><p>{{.Text}}</p></body></html>
 `))
 
-// page answers with a small HTML page; err (if any) goes to the log, never to the page.
-func (s *Service) page(w http.ResponseWriter, r *http.Request, status int, title, text string, err error) {
-	if err != nil {
-		s.opts.Logger.Info("onboarding refused", zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(err))
+// fail answers with the page of err's class; the cause goes to the log, never to the page. A
+// misconfiguration is an error for the operator, a refused link only information.
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, title string, err error) {
+	e := classify(err)
+	level := zap.InfoLevel
+	if e.Status >= 500 {
+		level = zap.ErrorLevel
 	}
+	if ce := s.opts.Logger.Check(level, "onboarding refused"); ce != nil {
+		ce.Write(zap.String("path", r.URL.Path), zap.Int("status", e.Status), zap.String("code", string(e.Code)), zap.Error(err))
+	}
+	e.SetHeaders(w.Header())
+	s.page(w, e.Status, title, e.Message)
+}
+
+// page answers with a small HTML page.
+func (s *Service) page(w http.ResponseWriter, status int, title, text string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -108,3 +108,75 @@ func TestStartRedirectsToAcademy(t *testing.T) {
 		t.Errorf("unknown ticket: %d %q, want a 400 page and no cookie", rec.Code, rec.Body)
 	}
 }
+
+// failingStore and failingAcademy make the callback fail at a chosen step.
+type failingStore struct {
+	Store
+	bindErr, consumeErr error
+}
+
+func (f *failingStore) BindState(context.Context, string) (string, time.Time, error) {
+	return "", time.Time{}, f.bindErr
+}
+
+func (f *failingStore) ConsumeState(context.Context, string) (string, error) {
+	if f.consumeErr != nil {
+		return "", f.consumeErr
+	}
+	return "alice", nil
+}
+
+type failingAcademy struct {
+	Academy
+	exchangeErr error
+}
+
+func (f *failingAcademy) Exchange(context.Context, string, string) (tokens.Grant, error) {
+	return tokens.Grant{}, f.exchangeErr
+}
+
+// TestFailurePages checks that a user is told to ask for a new link only when that helps, and to
+// try again (503, Retry-After) when the gateway is in trouble.
+func TestFailurePages(t *testing.T) {
+	tests := []struct {
+		name       string
+		path       string
+		store      *failingStore
+		exchange   error
+		wantStatus int
+		wantText   string
+	}{
+		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used"},
+		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again"},
+		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again"},
+		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again"},
+		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access"},
+		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code"},
+		{"callback: code refused", "/oauth/callback?state=s&code=c", &failingStore{},
+			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link"},
+		{"callback: client secret wrong", "/oauth/callback?state=s&code=c", &failingStore{},
+			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			redirect, _ := url.Parse("https://gw.example.com/oauth/callback")
+			s := New(tt.store, &failingAcademy{exchangeErr: tt.exchange}, Options{RedirectURL: redirect, ClientID: "cid"})
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
+			if strings.HasPrefix(tt.path, "/oauth/start") {
+				s.Start(rec, req)
+			} else {
+				s.Callback(rec, req)
+			}
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.wantText) {
+				t.Errorf("got %d %q, want %d with %q", rec.Code, rec.Body, tt.wantStatus, tt.wantText)
+			}
+			if retry := rec.Header().Get("Retry-After"); (tt.wantStatus == 503) != (retry != "") {
+				t.Errorf("Retry-After = %q with status %d", retry, rec.Code)
+			}
+			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+				t.Errorf("Content-Type = %q, want an HTML page", ct)
+			}
+		})
+	}
+}

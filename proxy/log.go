@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
@@ -41,7 +42,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (h *Handler) finish(w *statusWriter, r *http.Request, x *exchange, start time.Time) {
 	status := w.status
 	if status == 0 {
-		status = statusClientClosed
+		status = httperr.StatusClientClosed
 	}
 	if x.outcome == "" {
 		x.outcome = metrics.OutcomeForwarded

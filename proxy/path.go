@@ -1,34 +1,6 @@
 package proxy
 
-import (
-	"net/http"
-	"strings"
-)
-
-// Scopes the Academy enforces, required by the method of a request (SPEC §4 step 2).
-const (
-	ScopeRead   = "read"
-	ScopeWrite  = "write"
-	ScopeDelete = "delete"
-)
-
-// requiredScope returns the scope a request needs from its real method and its path after
-// prefix stripping: "" for GET/HEAD /info (a valid connection suffices), ok=false for a method the
-// gateway does not forward.
-func requiredScope(method, path string) (scope string, ok bool) {
-	switch method {
-	case http.MethodGet, http.MethodHead:
-		if path == "/info" {
-			return "", true
-		}
-		return ScopeRead, true
-	case http.MethodPost, http.MethodPut, http.MethodPatch:
-		return ScopeWrite, true
-	case http.MethodDelete:
-		return ScopeDelete, true
-	}
-	return "", false
-}
+import "strings"
 
 // cleanPath reports whether an escaped request path is one the gateway will check and forward
 // byte for byte: absolute, with no dot or empty segments (a trailing slash is allowed), no

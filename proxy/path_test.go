@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -108,48 +107,6 @@ func TestStripPrefix(t *testing.T) {
 	})
 }
 
-func TestRequiredScope(t *testing.T) {
-	tests := []struct {
-		method    string
-		path      string
-		wantScope string
-		wantOK    bool
-	}{
-		{method: http.MethodGet, path: "/movies", wantScope: ScopeRead, wantOK: true},
-		{method: http.MethodHead, path: "/movies", wantScope: ScopeRead, wantOK: true},
-		{method: http.MethodGet, path: "/info", wantScope: "", wantOK: true},
-		{method: http.MethodHead, path: "/info", wantScope: "", wantOK: true},
-		{method: http.MethodGet, path: "/info/", wantScope: ScopeRead, wantOK: true},
-		{method: http.MethodGet, path: "/info/x", wantScope: ScopeRead, wantOK: true},
-		{method: http.MethodGet, path: "/information", wantScope: ScopeRead, wantOK: true},
-		{method: http.MethodGet, path: "/api/v1/info", wantScope: ScopeRead, wantOK: true}, // only after stripping
-		{method: http.MethodPost, path: "/info", wantScope: ScopeWrite, wantOK: true},
-		{method: http.MethodDelete, path: "/info", wantScope: ScopeDelete, wantOK: true},
-		{method: http.MethodPost, path: "/movies", wantScope: ScopeWrite, wantOK: true},
-		{method: http.MethodPut, path: "/movies/1", wantScope: ScopeWrite, wantOK: true},
-		{method: http.MethodPatch, path: "/movies/1", wantScope: ScopeWrite, wantOK: true},
-		{method: http.MethodDelete, path: "/movies/1", wantScope: ScopeDelete, wantOK: true},
-		{method: http.MethodOptions, path: "/movies", wantOK: false},
-		{method: http.MethodTrace, path: "/movies", wantOK: false},
-		{method: http.MethodConnect, path: "/movies", wantOK: false},
-		{method: "PROPFIND", path: "/movies", wantOK: false},
-		{method: "MKCOL", path: "/movies", wantOK: false},
-		{method: "get", path: "/movies", wantOK: false}, // methods are case-sensitive (RFC 9110 §9.1)
-		{method: "", path: "/movies", wantOK: false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			scope, ok := requiredScope(tt.method, tt.path)
-			if scope != tt.wantScope || ok != tt.wantOK {
-				t.Errorf("requiredScope(%q, %q) = %q, %v; want %q, %v", tt.method, tt.path, scope, ok, tt.wantScope, tt.wantOK)
-			}
-		})
-	}
-}
-
-// FuzzCleanPath checks that a path cleanPath accepts means the same thing escaped and unescaped:
-// it unescapes, has no dot or empty segments once unescaped, and has exactly the segments the
-// escaped form shows, so the scope checked on it is the scope of what the upstream serves.
 func FuzzCleanPath(f *testing.F) {
 	for _, seed := range []string{
 		"/",                            // root

@@ -8,7 +8,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -19,7 +18,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/metrics"
+	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -140,15 +141,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) err
 
 	raw := r.URL.EscapedPath()
 	if !cleanPath(raw) {
-		return &Error{Status: 400, Code: "bad_request", Message: "The request path has dot segments, empty segments or encoded separators."}
+		return badRequest("The request path has dot segments, empty segments or encoded separators.", nil)
 	}
 	x.path = stripPrefix(raw, h.opts.StripPrefixes)
-	scope, ok := requiredScope(r.Method, x.path)
+	need, ok := scope.ForRequest(r.Method, x.path)
 	if !ok {
-		return &Error{Status: 405, Code: "method_not_allowed", Message: "The method " + r.Method + " is not forwarded; use GET, HEAD, POST, PUT, PATCH or DELETE."}
+		return methodNotAllowed(r.Method)
 	}
-	if scope != "" && !key.Allows(scope) {
-		return insufficient(scope, "this API key")
+	if need != "" && !key.Allows(need) {
+		return insufficient(need, "this API key")
 	}
 	conn, err := h.tokens.Connection(ctx, x.user)
 	if err != nil {
@@ -157,22 +158,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) err
 	if conn.Status == tokens.StatusReauthRequired {
 		return tokens.ErrReauthRequired
 	}
-	if scope != "" && !conn.HasScope(scope) {
-		return insufficient(scope, "the user's Academy connection")
+	if need != "" && !conn.HasScope(need) {
+		return insufficient(need, "the user's Academy connection")
 	}
 	if x.conn, x.refreshed, err = h.tokens.Token(ctx, conn); err != nil {
 		return err
 	}
 	if err := keepForReplay(r, x); err != nil {
-		return &Error{Status: 400, Code: "bad_request", Message: "The request body could not be read.", Err: err}
+		return badRequest("The request body could not be read.", err)
 	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, x)))
 	return nil
-}
-
-func insufficient(scope, whose string) *Error {
-	return &Error{Status: 403, Code: "insufficient_scope", Scope: scope,
-		Message: fmt.Sprintf("The %s scope is not granted to %s.", scope, whose)}
 }
 
 // keepForReplay buffers a request body of at most MaxReplayBody so that it can be sent again
@@ -240,9 +236,9 @@ func (h *Handler) fail(w http.ResponseWriter, x *exchange, err error) {
 	e, outcome := classify(err)
 	x.outcome = outcome
 	if e.Status >= 500 && e.Err != nil {
-		h.opts.Logger.Warn("request failed", zap.String("request_id", x.requestID), zap.String("code", e.Code), zap.Error(e.Err))
+		h.opts.Logger.Warn("request failed", zap.String("request_id", x.requestID), zap.String("code", string(e.Code)), zap.Error(e.Err))
 	}
-	writeError(w, e, x.requestID)
+	httperr.Write(w, e, x.requestID)
 }
 
 // bufferPool recycles the 32 KiB copy buffers of ReverseProxy.

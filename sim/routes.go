@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/academy-gateway/academy-gateway/credential"
+	"github.com/academy-gateway/academy-gateway/scope"
 )
 
 // access says what an endpoint demands of the caller.
@@ -98,8 +101,8 @@ func (s *Server) serveEndpoint(w http.ResponseWriter, r *http.Request, a access,
 		return err
 	}
 	if a == scoped {
-		need := requiredScope(method)
-		if !slices.Contains(c.scopes, need) {
+		need, _ := scope.ForRequest(method, "") // never /info: that endpoint needs no scope
+		if !slices.Contains(c.scopes, string(need)) {
 			// RFC 6750 section 3.1: insufficient_scope names the scope needed.
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q`, need))
 			return errorf(http.StatusForbidden, "Insufficient scope: %s required.", need)
@@ -121,23 +124,10 @@ func allowHeader(ms methods) string {
 	return strings.Join(names, ", ")
 }
 
-// requiredScope is the scope a resource call with the given method needs
-// (Academy docs, v2 scopes table). method is never HEAD here.
-func requiredScope(method string) string {
-	switch method {
-	case http.MethodGet:
-		return scopeRead
-	case http.MethodDelete:
-		return scopeDelete
-	default:
-		return scopeWrite
-	}
-}
-
 // authenticate resolves the request's Bearer token to a caller, or returns a
 // 401 error saying why it cannot.
 func (s *Server) authenticate(r *http.Request) (*caller, error) {
-	tok, ok := bearerToken(r.Header.Get("Authorization"))
+	tok, ok := credential.Bearer(r.Header.Get("Authorization"))
 	if !ok {
 		return nil, errorf(http.StatusUnauthorized, "Missing Bearer access token.")
 	}
@@ -153,21 +143,6 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		return nil, errorf(http.StatusUnauthorized, "Access token has expired.")
 	}
 	return &caller{token: tok, conn: at.conn, userID: at.conn.userID, scopes: slices.Clone(at.conn.scopes)}, nil
-}
-
-// bearerToken extracts the token from an Authorization header value. The
-// scheme is case-insensitive (RFC 7235 section 2.1); the token must be a
-// single non-empty word.
-func bearerToken(header string) (string, bool) {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" || strings.ContainsAny(tok, " \t") {
-		return "", false
-	}
-	return tok, true
 }
 
 // httpError is an error with the status and the client-safe message to answer with.

@@ -6,18 +6,9 @@ import (
 	"slices"
 	"strings"
 	"time"
-)
 
-// The scopes of the Academy API v2, in canonical order.
-const (
-	scopeConnect = "connect"
-	scopeRead    = "read"
-	scopeWrite   = "write"
-	scopeDelete  = "delete"
+	"github.com/academy-gateway/academy-gateway/scope"
 )
-
-// knownScopes lists every scope /authorize accepts, in canonical order.
-var knownScopes = [...]string{scopeConnect, scopeRead, scopeWrite, scopeDelete}
 
 // splitScopes splits a scope parameter on spaces, commas and plus signs (a
 // literal "+" survives when a client encodes spaces as %2B), dropping empty
@@ -35,16 +26,16 @@ func splitScopes(raw string) []string {
 func parseScopes(raw string) (scopes []string, unknown string, missingConnect bool) {
 	items := splitScopes(raw)
 	for _, it := range items {
-		if !slices.Contains(knownScopes[:], it) {
+		if _, err := scope.Parse(it); err != nil {
 			return nil, it, false
 		}
 	}
-	for _, k := range knownScopes {
-		if slices.Contains(items, k) {
-			scopes = append(scopes, k)
+	for _, k := range scope.All {
+		if slices.Contains(items, string(k)) {
+			scopes = append(scopes, string(k))
 		}
 	}
-	return scopes, "", !slices.Contains(scopes, scopeConnect)
+	return scopes, "", !slices.Contains(scopes, string(scope.Connect))
 }
 
 // authCode is an authorization code handed out by /authorize.

@@ -29,7 +29,8 @@ type Info struct {
 }
 
 // APIError is an error answer of the Academy. Errors.Is(err, ErrInvalidGrant) holds for a
-// rejected code or refresh token (400 from the token or refresh endpoint).
+// rejected code or refresh token (400 from the token or refresh endpoint), and
+// errors.Is(err, ErrClientCredentials) for a refused client id or secret (401 from them).
 type APIError struct {
 	Op      string // token, refresh, info, invalidate
 	Status  int
@@ -47,7 +48,14 @@ func (e *APIError) Error() string {
 // unknown, expired, spent or revoked code or refresh token, and 401 for bad client credentials,
 // which must not cost a user the connection.
 func (e *APIError) Is(target error) bool {
-	return target == ErrInvalidGrant && e.Status == http.StatusBadRequest && (e.Op == "token" || e.Op == "refresh")
+	grantOp := e.Op == "token" || e.Op == "refresh"
+	switch target {
+	case ErrInvalidGrant:
+		return grantOp && e.Status == http.StatusBadRequest
+	case ErrClientCredentials:
+		return grantOp && e.Status == http.StatusUnauthorized
+	}
+	return false
 }
 
 // AcademyConfig locates the Academy's endpoints and the gateway's client registration.

@@ -3,6 +3,8 @@ package tokens
 import (
 	"testing"
 	"time"
+
+	"github.com/academy-gateway/academy-gateway/scope"
 )
 
 func TestConnectionNeedsRefresh(t *testing.T) {
@@ -54,7 +56,7 @@ func TestConnectionHasScope(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.scope, func(t *testing.T) {
-			if got := c.HasScope(tt.scope); got != tt.want {
+			if got := c.HasScope(scope.Scope(tt.scope)); got != tt.want {
 				t.Errorf("HasScope(%q) = %v, want %v", tt.scope, got, tt.want)
 			}
 		})
@@ -80,7 +82,7 @@ func TestAPIKeyAllows(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k := &APIKey{Scopes: tt.scopes}
-			if got := k.Allows(tt.scope); got != tt.want {
+			if got := k.Allows(scope.Scope(tt.scope)); got != tt.want {
 				t.Errorf("APIKey{Scopes: %q}.Allows(%q) = %v, want %v", tt.scopes, tt.scope, got, tt.want)
 			}
 		})

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"slices"
 	"time"
+
+	"github.com/academy-gateway/academy-gateway/scope"
 )
 
 // Connection statuses.
@@ -32,6 +34,9 @@ var (
 	ErrRefreshUnavailable = errors.New("token refresh unavailable")
 	// ErrInvalidGrant: the Academy rejected a code or refresh token (expired, spent or revoked).
 	ErrInvalidGrant = errors.New("invalid_grant")
+	// ErrClientCredentials: the Academy refused the gateway's client id or secret, a
+	// misconfiguration that must never cost a user the connection.
+	ErrClientCredentials = errors.New("academy refused the client credentials")
 	// ErrNotFound: no such record (API key id, ticket).
 	ErrNotFound = errors.New("not found")
 )
@@ -74,7 +79,7 @@ type RefreshMarker struct {
 func (m *RefreshMarker) IsZero() bool { return m == nil || m.Owner == "" }
 
 // HasScope reports whether the connection was granted scope.
-func (c *Connection) HasScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
+func (c *Connection) HasScope(s scope.Scope) bool { return slices.Contains(c.Scopes, string(s)) }
 
 // needsRefresh reports whether less than before remains of the access token at now, with before
 // capped at half the token's lifetime so short-lived tokens are not refreshed continuously.
@@ -107,6 +112,6 @@ type APIKey struct {
 
 // Allows reports whether the key may use scope. A key with no scopes is bounded only by its
 // connection.
-func (k *APIKey) Allows(scope string) bool {
-	return len(k.Scopes) == 0 || slices.Contains(k.Scopes, scope)
+func (k *APIKey) Allows(s scope.Scope) bool {
+	return len(k.Scopes) == 0 || slices.Contains(k.Scopes, string(s))
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -123,17 +124,9 @@ func (e env) keys(ctx context.Context, args []string) error {
 
 // parseScopes reads a --scopes list: read, write and delete only.
 func parseScopes(s string) ([]string, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var out []string
-	for _, sc := range strings.Split(s, ",") {
-		switch sc = strings.TrimSpace(sc); sc {
-		case "read", "write", "delete":
-			out = append(out, sc)
-		default:
-			return nil, usagef("--scopes: %q is not read, write or delete", sc)
-		}
+	out, err := scope.ParseList(scope.Fields(s), scope.KeyScopes)
+	if err != nil {
+		return nil, usagef("--scopes: %v", err)
 	}
 	return out, nil
 }
