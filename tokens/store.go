@@ -24,7 +24,7 @@ import (
 // the Lua scripts below touch one Cluster slot):
 //
 //	P{u:USER}:conn   hash  ver (int), rec (JSON with the sealed tokens), refreshing (a
-//	                 RefreshMarker: "OWNER UNIXMS", only while a refresh is in flight)
+//	                 RefreshMarker: "OWNER UNIXMS VER", only while a refresh is in flight)
 //	P{u:USER}:lock   string  refresh lease owner token, with a TTL
 //	Pusers           set   users with a connection (for listing)
 //	Pkey:ID          hash  rec (JSON of APIKey with the key's hash), used (unix ms of last use)
@@ -124,18 +124,27 @@ func (s *Store) decodeConn(user, ver, rec, refreshing string) (Connection, error
 	if c.Version, err = strconv.ParseInt(ver, 10, 64); err != nil || c.Version <= 0 {
 		return Connection{}, fmt.Errorf("decode version %q of %s: %w", ver, user, ErrDecrypt)
 	}
-	c.Refreshing = parseMarker(refreshing)
+	// A marker set on another version is stale: a writer that does not know markers (an older
+	// gateway during a rolling upgrade) replaced the record without clearing it.
+	if m, ver := parseMarker(refreshing); m != nil && ver == c.Version {
+		c.Refreshing = m
+	}
 	return c, nil
 }
 
-// parseMarker reads the "OWNER UNIXMS" form of a RefreshMarker; anything else is no marker.
-func parseMarker(v string) *RefreshMarker {
-	owner, ms, ok := strings.Cut(v, " ")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if !ok || owner == "" || err != nil {
-		return nil
+// parseMarker reads the "OWNER UNIXMS VERSION" form of a RefreshMarker and the record version
+// it was set on; anything else is no marker.
+func parseMarker(v string) (*RefreshMarker, int64) {
+	f := strings.Fields(v)
+	if len(f) != 3 {
+		return nil, 0
 	}
-	return &RefreshMarker{Owner: owner, Since: time.UnixMilli(n).UTC()}
+	ms, err1 := strconv.ParseInt(f[1], 10, 64)
+	ver, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, 0
+	}
+	return &RefreshMarker{Owner: f[0], Since: time.UnixMilli(ms).UTC()}, ver
 }
 
 // connFields are the fields of a connection hash that a read needs, in decodeConn's order.
@@ -324,7 +333,7 @@ return 0`)
 // connection at version (see RefreshMarker). It reports false, and records nothing, when the
 // lease is no longer l's or the record changed since it was read.
 func (s *Store) MarkRefreshing(ctx context.Context, l Lease, version int64) (bool, error) {
-	marker := l.Owner + " " + strconv.FormatInt(s.now().UnixMilli(), 10)
+	marker := l.Owner + " " + strconv.FormatInt(s.now().UnixMilli(), 10) + " " + strconv.FormatInt(version, 10)
 	n, err := markScript.Run(ctx, s.rdb, []string{s.connKey(l.User), s.lockKey(l.User)}, l.Owner, version, marker).Int64()
 	return n == 1, s.observe("mark_refreshing", err)
 }

@@ -375,6 +375,65 @@ func runStoreConformance(t *testing.T, d deployment) {
 		}
 	})
 
+	t.Run("refresh marker", func(t *testing.T) {
+		t.Parallel()
+		p := newPair(t, d, "agw-marker:", tokens.ManagerOptions{})
+		c := seed(t, p.a.store, p.academy, "hana")
+		held, ok, err := p.a.store.AcquireLease(ctx, "hana", time.Minute)
+		if !ok || err != nil {
+			t.Fatalf("AcquireLease = %v, %v", ok, err)
+		}
+		marker := func() *tokens.RefreshMarker {
+			t.Helper()
+			got, err := p.b.store.Connection(ctx, "hana")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got.Refreshing
+		}
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version+1); ok || err != nil {
+			t.Errorf("MarkRefreshing on another version = %v, %v; want refused", ok, err)
+		}
+		other := tokens.Lease{User: "hana", Owner: "someone-else"}
+		if ok, err := p.b.store.MarkRefreshing(ctx, other, c.Version); ok || err != nil {
+			t.Errorf("MarkRefreshing without the lease = %v, %v; want refused", ok, err)
+		}
+		if m := marker(); !m.IsZero() {
+			t.Fatalf("marker after refused marks = %+v, want none", m)
+		}
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version); !ok || err != nil {
+			t.Fatalf("MarkRefreshing = %v, %v; want set", ok, err)
+		}
+		if m := marker(); m.IsZero() || m.Owner != held.Owner || m.Since.IsZero() {
+			t.Errorf("marker = %+v, want one owned by %s", m, held.Owner)
+		}
+		if err := p.b.store.ClearRefreshing(ctx, other); err != nil || marker().IsZero() {
+			t.Errorf("ClearRefreshing by another owner: %v; the marker must stay", err)
+		}
+		if err := p.a.store.ClearRefreshing(ctx, held); err != nil || !marker().IsZero() {
+			t.Errorf("ClearRefreshing by its owner: %v, marker %+v; want none", err, marker())
+		}
+		// Any compare-and-set clears it.
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version); !ok || err != nil {
+			t.Fatalf("MarkRefreshing again = %v, %v", ok, err)
+		}
+		next, ok, err := p.a.store.CompareAndSwap(ctx, c, c.Version)
+		if !ok || err != nil || !marker().IsZero() {
+			t.Errorf("CompareAndSwap = %v, %v, marker %+v; want written and no marker", ok, err, marker())
+		}
+		// A writer that does not know markers (an older gateway) bumps the version without
+		// clearing it: the marker is stale and ignored.
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, next.Version); !ok || err != nil {
+			t.Fatalf("MarkRefreshing on v%d = %v, %v", next.Version, ok, err)
+		}
+		if err := d.client(t).HIncrBy(ctx, "agw-marker:{u:hana}:conn", "ver", 1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if m := marker(); !m.IsZero() {
+			t.Errorf("marker of an older version = %+v, want ignored", m)
+		}
+	})
+
 	t.Run("refresher", func(t *testing.T) {
 		t.Parallel()
 		runRefresherConformance(t, func(t *testing.T, prefix string) refreshBackend {
