@@ -1,4 +1,4 @@
-// Package admin serves the admin API of SPEC §5 on the ops listener: issuing, listing and
+// Package admin serves the admin API of docs/reference.md §5 on the ops listener: issuing, listing and
 // revoking API keys, and issuing onboarding links for, listing, showing and revoking Academy
 // connections. Every route needs `Authorization: Bearer <admin token>`; with no admin token
 // configured the API is disabled and every path answers 404. Requests and answers are JSON,
@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/credential"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -39,8 +40,9 @@ type Revoker interface {
 
 // Authorizer issues single-use onboarding links (*onboard.Service).
 type Authorizer interface {
-	// Authorize returns the link for user and when it expires.
-	Authorize(ctx context.Context, user string) (link string, expiresAt time.Time, err error)
+	// Authorize returns the link for user and when it expires; allowNewIdentity lets it connect
+	// another Academy account than the recorded one.
+	Authorize(ctx context.Context, user string, allowNewIdentity bool) (link string, expiresAt time.Time, err error)
 }
 
 // Options configure a Handler.
@@ -51,6 +53,9 @@ type Options struct {
 	// Logger receives one entry per refused request and per change made; nil: no logs. Keys,
 	// onboarding links and the admin token are never logged.
 	Logger *zap.Logger
+	// Audit receives one line per change made (key created or revoked, link issued, connection
+	// revoked), with the client's address; the zero value: none.
+	Audit audit.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -67,6 +72,7 @@ type Handler struct {
 	revoker Revoker
 	auth    Authorizer
 	log     *zap.Logger
+	audit   audit.Logger
 	enabled bool
 	token   credential.Secret
 	router  *mux.Router
@@ -80,6 +86,7 @@ func New(store Store, rev Revoker, auth Authorizer, opts Options) *Handler {
 		revoker: rev,
 		auth:    auth,
 		log:     opts.Logger,
+		audit:   opts.Audit,
 		enabled: opts.Token != "",
 		token:   credential.NewSecret(opts.Token),
 	}

@@ -27,6 +27,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
@@ -101,7 +102,7 @@ func newEnv(t *testing.T, tune ...func(*redis.Options)) *env {
 	})
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
-	e.h = admin.New(e.store, mgr, ob, admin.Options{Token: adminToken, Logger: zap.New(core)})
+	e.h = admin.New(e.store, mgr, ob, admin.Options{Token: adminToken, Logger: zap.New(core), Audit: audit.New(zap.New(core))})
 	return e
 }
 
@@ -501,16 +502,22 @@ func TestAuthorize(t *testing.T) {
 	tests := []struct {
 		name       string
 		user       string
+		body       string
 		wantStatus int
+		wantNewID  bool
 	}{
-		{"valid user", "alice", 200},
-		{"user with dots and at", "a.b+c@example.com", 200},
-		{"bad user", url.PathEscape("a{b}"), 400},
-		{"user too long", strings.Repeat("u", 129), 400},
+		{"valid user", "alice", "", 200, false},
+		{"user with dots and at", "a.b+c@example.com", "", 200, false},
+		{"new identity allowed", "alice", `{"allow_new_identity":true}`, 200, true},
+		{"new identity not allowed", "alice", `{"allow_new_identity":false}`, 200, false},
+		{"unknown field", "alice", `{"new_identity":true}`, 400, false},
+		{"bad user", url.PathEscape("a{b}"), "", 400, false},
+		{"user too long", strings.Repeat("u", 129), "", 400, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := e.call(t, http.MethodPost, "/admin/connections/"+tt.user+"/authorize", "")
+			audited := e.logs.FilterLoggerName("audit").Len()
+			rec := e.call(t, http.MethodPost, "/admin/connections/"+tt.user+"/authorize", tt.body)
 			if tt.wantStatus != 200 {
 				wantError(t, rec, tt.wantStatus, "bad_request")
 				return
@@ -536,8 +543,20 @@ func TestAuthorize(t *testing.T) {
 			}
 			// The link's ticket is live: it binds a state for the user.
 			u := mustParse(t, got.URL)
-			if _, _, err := e.store.BindState(context.Background(), u.Query().Get("ticket")); err != nil {
-				t.Errorf("the issued ticket does not work: %v", err)
+			state, _, err := e.store.BindState(context.Background(), u.Query().Get("ticket"))
+			if err != nil {
+				t.Fatalf("the issued ticket does not work: %v", err)
+			}
+			tk, err := e.store.ConsumeTicket(context.Background(), state)
+			if err != nil || tk.AllowNewIdentity != tt.wantNewID {
+				t.Errorf("ticket = %+v, %v; want allow_new_identity %v stored with it", tk, err, tt.wantNewID)
+			}
+			// One audit line, with where the request came from and never the link.
+			lines := e.logs.FilterLoggerName("audit").All()[audited:]
+			if len(lines) != 1 || lines[0].ContextMap()["action"] != "link.issued" || lines[0].ContextMap()["from"] == "" ||
+				lines[0].ContextMap()["allow_new_identity"] != tt.wantNewID ||
+				strings.Contains(fmt.Sprint(lines[0].ContextMap()), u.Query().Get("ticket")) {
+				t.Errorf("audit lines %+v, want one link.issued with from and no ticket", lines)
 			}
 		})
 	}
@@ -728,7 +747,7 @@ func (f failingStore) Connection(context.Context, string) (tokens.Connection, er
 	return tokens.Connection{}, f.err
 }
 func (f failingStore) Revoke(context.Context, string) error { return f.err }
-func (f failingStore) Authorize(context.Context, string) (string, time.Time, error) {
+func (f failingStore) Authorize(context.Context, string, bool) (string, time.Time, error) {
 	return "", time.Time{}, f.err
 }
 
@@ -814,7 +833,7 @@ func TestMounted(t *testing.T) {
 	wantError(t, call(t, ops, http.MethodGet, "/admin/connections/alice", "", ""), 401, "unauthorized")
 }
 
-// wantStatuses is every status each route documents (SPEC §5 and the error codes).
+// wantStatuses is every status each route documents (docs/reference.md §5 and the error codes).
 var wantStatuses = map[admin.Route][]string{
 	{Method: "POST", Path: "/admin/keys"}:                         {"201", "400", "401", "404", "405", "409", "500", "503"},
 	{Method: "GET", Path: "/admin/keys"}:                          {"200", "400", "401", "404", "405", "500", "503"},

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -16,7 +17,7 @@ import (
 // not decrypt (wrong or removed encryption key, or tampering).
 const statusUndecryptable = "undecryptable"
 
-// ConnectionJSON is the external form of a connection (SPEC §5), shared by the admin API and
+// ConnectionJSON is the external form of a connection (docs/reference.md §5), shared by the admin API and
 // `academy-gateway connections … --json`: never a token.
 type ConnectionJSON struct {
 	User             string    `json:"user"`
@@ -32,6 +33,12 @@ type ConnectionJSON struct {
 func ToConnectionJSON(c tokens.Connection) ConnectionJSON {
 	return ConnectionJSON{User: c.User, Status: c.Status, Scopes: orEmpty(c.Scopes), AcademyUser: c.AcademyUser,
 		AccessExpiresAt: c.AccessExpiresAt.UTC(), RefreshExpiresAt: c.RefreshExpiresAt.UTC(), UpdatedAt: c.UpdatedAt.UTC()}
+}
+
+// authorizeRequest is the optional body of POST /admin/connections/{user}/authorize.
+type authorizeRequest struct {
+	// AllowNewIdentity lets the link connect another Academy account than the recorded one.
+	AllowNewIdentity bool `json:"allow_new_identity"`
 }
 
 // authorizeJSON answers POST /admin/connections/{user}/authorize.
@@ -55,12 +62,19 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	link, expiresAt, err := h.auth.Authorize(r.Context(), user)
+	var req authorizeRequest
+	if r.ContentLength != 0 { // the body is optional
+		if err := decodeBody(w, r, &req); err != nil {
+			return err
+		}
+	}
+	link, expiresAt, err := h.auth.Authorize(r.Context(), user, req.AllowNewIdentity)
 	if err != nil {
 		return err
 	}
 	// The link is a bearer credential until used: log that it was issued, never the link.
 	h.log.Info("onboarding link issued", zap.String("user", user), zap.Time("expires_at", expiresAt))
+	h.audit.Record(audit.LinkIssued, r.RemoteAddr, zap.String("user", user), zap.Bool("allow_new_identity", req.AllowNewIdentity))
 	writeJSON(w, http.StatusOK, authorizeJSON{AuthorizeURL: link, ExpiresAt: expiresAt.UTC()})
 	return nil
 }
@@ -111,6 +125,7 @@ func (h *Handler) revokeConnection(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	h.log.Info("connection revoked", zap.String("user", user))
+	h.audit.Record(audit.ConnectionRevoked, r.RemoteAddr, zap.String("user", user))
 	noContent(w)
 	return nil
 }

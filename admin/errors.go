@@ -64,7 +64,7 @@ func classify(err error) *httperr.Error {
 	case errors.Is(err, tokens.ErrKeyExists):
 		return httperr.Wrap(http.StatusConflict, httperr.Conflict, "This API key is already registered.", err)
 	case errors.Is(err, tokens.ErrMalformedKey):
-		return badRequest(`"key" is not a usable API key: empty, over 512 bytes, or an agw_ key whose checksum does not match.`, err)
+		return badRequest(`"key" is not a usable API key: `+tokens.KeyRule+".", err)
 	case errors.Is(err, context.Canceled):
 		return httperr.Wrap(httperr.StatusClientClosed, httperr.ClientClosed, "The client closed the request.", err)
 	default:

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -78,6 +79,8 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.log.Info("api key created", zap.String("id", k.ID), zap.String("user", k.User),
 		zap.Strings("scopes", k.Scopes), zap.Bool("registered_existing", req.Key != ""))
+	h.audit.Record(audit.KeyCreated, r.RemoteAddr, zap.String("user", k.User), zap.String("key_id", k.ID),
+		zap.Strings("scopes", k.Scopes), zap.Bool("registered_existing", req.Key != ""))
 	writeJSON(w, http.StatusCreated, CreatedKeyJSON{ID: k.ID, Key: key, User: k.User,
 		Scopes: orEmpty(k.Scopes), Name: k.Name, CreatedAt: k.CreatedAt.UTC()})
 	return nil
@@ -124,6 +127,7 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	h.log.Info("api key revoked", zap.String("id", k.ID), zap.String("user", k.User))
+	h.audit.Record(audit.KeyRevoked, r.RemoteAddr, zap.String("user", k.User), zap.String("key_id", k.ID))
 	noContent(w)
 	return nil
 }

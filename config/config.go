@@ -1,4 +1,4 @@
-// Package config loads, validates and prints the gateway's configuration (SPEC §3): YAML with
+// Package config loads, validates and prints the gateway's configuration (docs/reference.md §3): YAML with
 // ${VAR} expansion, ACADEMY_GATEWAY_<SECTION>_<KEY> environment overrides, built-in defaults and
 // validation errors that name the offending key. It is the only package that reads files or the
 // environment for configuration; everything else receives plain values.
@@ -18,7 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Config is the whole configuration. Field tags are the YAML keys of SPEC §3.
+// Config is the whole configuration. Field tags are the YAML keys of docs/reference.md §3.
 type Config struct {
 	Listen   Listen   `yaml:"listen"`
 	Upstream Upstream `yaml:"upstream"`
@@ -35,7 +35,7 @@ type Config struct {
 type Listen struct {
 	Proxy string `yaml:"proxy"` // legacy callers and the OAuth2 callback
 	Ops   string `yaml:"ops"`   // metrics, health and the admin API
-	Auth  string `yaml:"auth"`  // forward-auth checks of an ingress (SPEC §4.1); empty: off
+	Auth  string `yaml:"auth"`  // forward-auth checks of an ingress (docs/reference.md §4.1); empty: off
 	// TLSCertFile and TLSKeyFile, both set, make the proxy and auth listeners serve HTTPS; the
 	// files are re-read when they change.
 	TLSCertFile string `yaml:"tls_cert_file"`
@@ -103,14 +103,14 @@ type Server struct {
 	MaxBodyBytes      int64    `yaml:"max_body_bytes"`      // larger request bodies get 413; 0: no limit
 }
 
-// Webhooks configures the lifecycle events of SPEC §9.
+// Webhooks configures the lifecycle events of docs/reference.md §9.
 type Webhooks struct {
 	URL    string   `yaml:"url"` // where events are POSTed; empty: off
 	Secret string   `yaml:"secret" secret:"true"`
 	Events []string `yaml:"events"` // the event types sent
 }
 
-// Webhook event types (SPEC §9).
+// Webhook event types (docs/reference.md §9).
 const (
 	EventConnected      = "connection.connected"
 	EventReauthRequired = "connection.reauth_required"
@@ -127,7 +127,7 @@ const (
 	ModeStatic = "static"
 )
 
-// Default returns the built-in defaults, the values of SPEC §3 without credentials.
+// Default returns the built-in defaults, the values of docs/reference.md §3 without credentials.
 func Default() Config {
 	const academy = "https://app-academy.make.com/api/v2"
 	return Config{
@@ -182,7 +182,7 @@ func Path(flag string, getenv func(string) string) string {
 	if flag != "" {
 		return flag
 	}
-	if p := getenv("ACADEMY_GATEWAY_CONFIG"); p != "" {
+	if p := getenv(ConfigVar); p != "" {
 		return p
 	}
 	if _, err := os.Stat("config.yaml"); err == nil {
@@ -191,18 +191,46 @@ func Path(flag string, getenv func(string) string) string {
 	return ""
 }
 
+// DefaultVars names the variables the built-in defaults take credentials from, the same
+// ${VAR} references config.example.yaml makes: with no file (or a file that leaves these keys
+// out) `export ACADEMY_CLIENT_ID=…` works as the README says. A file's value, and then an
+// ACADEMY_GATEWAY_<SECTION>_<KEY> override, take precedence.
+var DefaultVars = []struct{ Key, Var string }{
+	{"oauth.client_id", "ACADEMY_CLIENT_ID"},
+	{"oauth.client_secret", "ACADEMY_CLIENT_SECRET"},
+	{"security.encryption_keys", "ACADEMY_GATEWAY_ENCRYPTION_KEY"},
+	{"security.admin_token", "ACADEMY_GATEWAY_ADMIN_TOKEN"},
+	{"webhooks.secret", "ACADEMY_GATEWAY_WEBHOOK_SECRET"},
+}
+
+// ConfigVar names the configuration file when --config is not given.
+const ConfigVar = "ACADEMY_GATEWAY_CONFIG"
+
 // Load reads the file at path (none when empty) over the defaults, applies environment overrides
 // and validates the result. Every error it returns is an *Error.
 func Load(path string, getenv func(string) string) (Config, error) {
+	return LoadEnv(path, getenv, nil)
+}
+
+// LoadEnv is Load that also refuses unknown ACADEMY_GATEWAY_* variables, as unknown keys are
+// refused: environ lists the environment as NAME=value (os.Environ), and a variable with the
+// prefix must be an override (EnvVars), ConfigVar, one of DefaultVars, or referenced as ${NAME}
+// in the file. A nil environ skips the check.
+func LoadEnv(path string, getenv func(string) string, environ []string) (Config, error) {
 	cfg := Default()
+	setDefaultVars(&cfg, getenv)
+	referenced := map[string]bool{}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return Config{}, &Error{Msg: fmt.Sprintf("read %s: %v", path, err)}
 		}
-		if err := decode(data, getenv, &cfg); err != nil {
+		if err := decode(data, getenv, &cfg, referenced); err != nil {
 			return Config{}, err
 		}
+	}
+	if err := checkEnviron(environ, referenced); err != nil {
+		return Config{}, err
 	}
 	if err := applyEnv(&cfg, getenv); err != nil {
 		return Config{}, err
@@ -223,7 +251,7 @@ var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // decode parses YAML into cfg, expanding ${VAR} in scalar values (not in keys, and after
 // parsing, so a value can never change the document's structure) and rejecting unknown keys.
-func decode(data []byte, getenv func(string) string, cfg *Config) error {
+func decode(data []byte, getenv func(string) string, cfg *Config, referenced map[string]bool) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return &Error{Msg: fmt.Sprintf("parse YAML: %v", err)}
@@ -231,7 +259,10 @@ func decode(data []byte, getenv func(string) string, cfg *Config) error {
 	if len(doc.Content) == 0 {
 		return nil // an empty file keeps the defaults
 	}
-	expand(&doc, getenv)
+	expand(&doc, func(name string) string {
+		referenced[name] = true
+		return getenv(name)
+	})
 	expanded, err := yaml.Marshal(&doc)
 	if err != nil {
 		return &Error{Msg: fmt.Sprintf("expand variables: %v", err)}

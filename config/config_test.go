@@ -20,7 +20,7 @@ const (
 	testKey2 = "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
 )
 
-// specExample is the configuration of SPEC §3, verbatim but for its comments' alignment.
+// specExample is the configuration of docs/reference.md §3, verbatim but for its comments' alignment.
 const specExample = `listen:
   proxy: ":8080"            # legacy callers and the OAuth2 callback
   ops: ":9090"              # /metrics, /healthz, /readyz, /admin/
@@ -98,7 +98,6 @@ redis:
   addrs: ["10.0.0.1:26379", "10.0.0.2:26379"]
   master_name: mymaster
   key_prefix: "t:"
-  tls_ca_file: /tls/ca.crt
 security:
   encryption_keys:
     - ` + testKey2 + `
@@ -206,7 +205,7 @@ func TestLoadFile(t *testing.T) {
 		want    config.Config
 	}{
 		{
-			name:    "SPEC example",
+			name:    "reference example",
 			content: specExample,
 			env:     specEnv,
 			want:    specWant,
@@ -239,7 +238,6 @@ func TestLoadFile(t *testing.T) {
 					Addrs:      []string{"10.0.0.1:26379", "10.0.0.2:26379"},
 					MasterName: "mymaster",
 					KeyPrefix:  "t:",
-					TLSCAFile:  "/tls/ca.crt",
 				},
 				Security: config.Security{EncryptionKeys: []string{testKey2, testKey1}, AdminToken: "adm", ForwardAuthToken: "fwd"},
 				Identity: config.Identity{Mode: config.ModeStatic, StaticUser: "alice"},
@@ -506,6 +504,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "auth on the ops address", content: "listen:\n  ops: \":9090\"\n  auth: \":9090\"\n", wantKey: "listen.auth"},
 		{name: "tls cert without key", content: "listen:\n  tls_cert_file: /c.pem\n", wantKey: "listen.tls_key_file"},
 		{name: "tls key without cert", content: "listen:\n  tls_key_file: /k.pem\n", wantKey: "listen.tls_key_file"},
+		{name: "tls_ca_file with a plain redis url", content: "redis:\n  url: \"redis://h:6379/0\"\n  tls_ca_file: /ca.pem\n", wantKey: "redis.tls_ca_file"},
+		{name: "tls_ca_file with the embedded redis", content: "redis:\n  url: \"\"\n  tls_ca_file: /ca.pem\n", wantKey: "redis.tls_ca_file"},
+		{name: "tls_ca_file with sentinel addrs", content: "redis:\n  url: \"\"\n  addrs: [\"h:26379\"]\n  master_name: m\n  tls_ca_file: /ca.pem\n", wantKey: "redis.tls_ca_file"},
 		{name: "zero read_header_timeout", content: "server:\n  read_header_timeout: 0s\n", wantKey: "server.read_header_timeout"},
 		{name: "zero read_timeout", content: "server:\n  read_timeout: 0s\n", wantKey: "server.read_timeout"},
 		{name: "zero idle_timeout", content: "server:\n  idle_timeout: 0s\n", wantKey: "server.idle_timeout"},
@@ -540,6 +541,18 @@ func TestLoadErrors(t *testing.T) {
 		{name: "base_url without host", content: "upstream:\n  base_url: \"https:///api/v2\"\n", wantKey: "upstream.base_url"},
 		{name: "non-http token_url", content: "oauth:\n  token_url: \"ftp://academy/token\"\n", wantKey: "oauth.token_url"},
 		{name: "strip prefix with trailing slash", content: "upstream:\n  strip_prefixes: [\"/api/v1/\"]\n", wantKey: "upstream.strip_prefixes"},
+		{name: "redirect_url at the root", content: "oauth:\n  redirect_url: \"https://gw.test/\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url without a path", content: "oauth:\n  redirect_url: \"https://gw.test\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url on a proxied v1 path", content: "oauth:\n  redirect_url: \"https://gw.test/api/v1/movies\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url equal to a strip prefix", content: "oauth:\n  redirect_url: \"https://gw.test/api/v2\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url under a custom strip prefix", content: "upstream:\n  strip_prefixes: [/legacy]\noauth:\n  redirect_url: \"https://gw.test/legacy/cb\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url on an Academy resource", content: "oauth:\n  redirect_url: \"https://gw.test/movies/callback\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url on /info", content: "oauth:\n  redirect_url: \"https://gw.test/info\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url under /api", content: "oauth:\n  redirect_url: \"https://gw.test/api/v3/cb\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url on the onboarding start path", content: "oauth:\n  redirect_url: \"https://gw.test/oauth/start\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url with a fragment", content: "oauth:\n  redirect_url: \"https://gw.test/oauth/callback#x\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url with an empty fragment", content: "oauth:\n  redirect_url: \"https://gw.test/oauth/callback#\"\n", wantKey: "oauth.redirect_url"},
+		{name: "redirect_url with user info", content: "oauth:\n  redirect_url: \"https://user:pw@gw.test/oauth/callback\"\n", wantKey: "oauth.redirect_url"},
 		{name: "bad duration override", env: map[string]string{"ACADEMY_GATEWAY_UPSTREAM_TIMEOUT": "abc"}, wantKey: "upstream.timeout"},
 		{name: "bad bool override", env: map[string]string{"ACADEMY_GATEWAY_OAUTH_KEEP_ALIVE": "maybe"}, wantKey: "oauth.keep_alive"},
 		{name: "bad int override", env: map[string]string{"ACADEMY_GATEWAY_SERVER_MAX_HEADER_BYTES": "64k"}, wantKey: "server.max_header_bytes"},
@@ -727,7 +740,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 		content string
 		env     map[string]string
 	}{
-		{name: "SPEC example", content: specExample, env: specEnv},
+		{name: "reference example", content: specExample, env: specEnv},
 		{name: "every key non-default", content: nonDefaultFile},
 		{
 			name: "secrets and values that need quoting",
@@ -777,5 +790,119 @@ func TestErrorString(t *testing.T) {
 				t.Errorf("Error() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRedirectURLAccepted: callback paths that no caller sends to the Academy are accepted,
+// with or without a query.
+func TestRedirectURLAccepted(t *testing.T) {
+	for _, u := range []string{
+		"https://gw.test/oauth/callback", "http://localhost:8080/oauth/callback", "https://gw.test/gateway/cb",
+		"https://gw.test/oauth/callback?tenant=a", "https://gw.test:8443/cb", "https://gw.test/apis/cb",
+	} {
+		t.Run(u, func(t *testing.T) {
+			env := mergeEnv(credEnv, map[string]string{"ACADEMY_GATEWAY_OAUTH_REDIRECT_URL": u})
+			if got := mustLoad(t, "", env).OAuth.RedirectURL; got != u {
+				t.Errorf("redirect_url = %q, want %q", got, u)
+			}
+		})
+	}
+}
+
+// TestDefaultVars: with no file the built-in defaults read the same variables as
+// config.example.yaml (ACADEMY_CLIENT_ID, ACADEMY_CLIENT_SECRET, ACADEMY_GATEWAY_ENCRYPTION_KEY,
+// ACADEMY_GATEWAY_ADMIN_TOKEN, ACADEMY_GATEWAY_WEBHOOK_SECRET), so the README's exports work
+// without a file; a file's value beats them and an override beats both.
+func TestDefaultVars(t *testing.T) {
+	vars := map[string]string{
+		"ACADEMY_CLIENT_ID": "readme-id", "ACADEMY_CLIENT_SECRET": "readme-secret",
+		"ACADEMY_GATEWAY_ENCRYPTION_KEY": testKey1, "ACADEMY_GATEWAY_ADMIN_TOKEN": "adm",
+		"ACADEMY_GATEWAY_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+	}
+	want := config.Default()
+	want.OAuth.ClientID, want.OAuth.ClientSecret = "readme-id", "readme-secret"
+	want.Security.EncryptionKeys, want.Security.AdminToken = []string{testKey1}, "adm"
+	want.Webhooks.Secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	if diff := cmp.Diff(want, mustLoad(t, "", vars), cfgOpts); diff != "" {
+		t.Errorf("no file, the README's variables (-want +got):\n%s", diff)
+	}
+
+	file := mustWriteConfig(t, "oauth:\n  client_id: from-file\n")
+	if got := mustLoad(t, file, vars).OAuth; got.ClientID != "from-file" || got.ClientSecret != "readme-secret" {
+		t.Errorf("file sets client_id only: id %q secret %q, want from-file and the variable's", got.ClientID, got.ClientSecret)
+	}
+	over := mergeEnv(vars, map[string]string{"ACADEMY_GATEWAY_OAUTH_CLIENT_ID": "override"})
+	if got := mustLoad(t, file, over).OAuth.ClientID; got != "override" {
+		t.Errorf("client_id = %q, want the ACADEMY_GATEWAY_OAUTH_CLIENT_ID override", got)
+	}
+}
+
+// TestLoadEnviron: an ACADEMY_GATEWAY_* variable nothing reads is an error naming it (with the
+// override it most resembles), as an unknown key is; overrides, ACADEMY_GATEWAY_CONFIG, the
+// defaults' variables and any variable the file references as ${NAME} are fine, and other
+// variables are none of the gateway's business.
+func TestLoadEnviron(t *testing.T) {
+	environ := func(m map[string]string) []string {
+		var out []string
+		for k, v := range m {
+			out = append(out, k+"="+v)
+		}
+		return out
+	}
+	withRef := mustWriteConfig(t, "security:\n  admin_token: \"${ACADEMY_GATEWAY_CUSTOM_ADMIN}\"\n")
+	tests := []struct {
+		name    string
+		path    string
+		env     map[string]string // merged over credEnv
+		wantKey string            // "" means no error
+		wantMsg string
+	}{
+		{name: "overrides only", env: map[string]string{"ACADEMY_GATEWAY_REDIS_URL": "redis://h:6379/0"}},
+		{name: "the config file variable", env: map[string]string{"ACADEMY_GATEWAY_CONFIG": "/nonexistent-but-unused.yaml"}},
+		{name: "the defaults' variables", env: map[string]string{"ACADEMY_GATEWAY_ENCRYPTION_KEY": testKey1,
+			"ACADEMY_GATEWAY_ADMIN_TOKEN": "a", "ACADEMY_GATEWAY_WEBHOOK_SECRET": "s"}},
+		{name: "a variable the file references", path: withRef, env: map[string]string{"ACADEMY_GATEWAY_CUSTOM_ADMIN": "x"}},
+		{name: "Kubernetes service links", env: map[string]string{
+			"ACADEMY_GATEWAY_SERVICE_HOST": "10.0.0.7", "ACADEMY_GATEWAY_SERVICE_PORT": "8080", "ACADEMY_GATEWAY_SERVICE_PORT_PROXY": "8080",
+			"ACADEMY_GATEWAY_PORT": "tcp://10.0.0.7:8080", "ACADEMY_GATEWAY_PORT_8080_TCP": "tcp://10.0.0.7:8080",
+			"ACADEMY_GATEWAY_PORT_8080_TCP_PROTO": "tcp", "ACADEMY_GATEWAY_PORT_8080_TCP_PORT": "8080", "ACADEMY_GATEWAY_PORT_8080_TCP_ADDR": "10.0.0.7",
+			"ACADEMY_GATEWAY_OPS_SERVICE_HOST": "10.0.0.8", "ACADEMY_GATEWAY_REDIS_PORT_6379_TCP": "tcp://10.0.0.9:6379",
+		}},
+		{
+			name: "not quite a service link", env: map[string]string{"ACADEMY_GATEWAY_PORT_HTTP": "1"},
+			wantKey: "ACADEMY_GATEWAY_PORT_HTTP", wantMsg: "unknown environment variable",
+		},
+		{name: "other variables", env: map[string]string{"HOME": "/root", "ACADEMY_GATEWAYX": "1", "REDIS_URLL": "x"}},
+		{
+			name: "mistyped override", env: map[string]string{"ACADEMY_GATEWAY_REDIS_URLL": "redis://h:6379/0"},
+			wantKey: "ACADEMY_GATEWAY_REDIS_URLL", wantMsg: "did you mean ACADEMY_GATEWAY_REDIS_URL?",
+		},
+		{
+			name: "reference variable without the file", env: map[string]string{"ACADEMY_GATEWAY_CUSTOM_ADMIN": "x"},
+			wantKey: "ACADEMY_GATEWAY_CUSTOM_ADMIN", wantMsg: "unknown environment variable",
+		},
+		{
+			name: "two unknown", env: map[string]string{"ACADEMY_GATEWAY_LOG_LEVL": "debug", "ACADEMY_GATEWAY_ZZZ": "1"},
+			wantKey: "ACADEMY_GATEWAY_LOG_LEVL, ACADEMY_GATEWAY_ZZZ", wantMsg: "ACADEMY_GATEWAY_LOG_LEVL: did you mean ACADEMY_GATEWAY_LOG_LEVEL?",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := mergeEnv(credEnv, tt.env)
+			_, err := config.LoadEnv(tt.path, envFunc(env), environ(env))
+			if tt.wantKey == "" {
+				if err != nil {
+					t.Fatalf("LoadEnv: %v", err)
+				}
+				return
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) || ce.Key != tt.wantKey || !strings.Contains(ce.Msg, tt.wantMsg) {
+				t.Errorf("LoadEnv error %v, want key %q and a message containing %q", err, tt.wantKey, tt.wantMsg)
+			}
+		})
+	}
+	if _, err := config.Load("", envFunc(mergeEnv(credEnv, map[string]string{"ACADEMY_GATEWAY_REDIS_URLL": "x"}))); err != nil {
+		t.Errorf("Load (no environ) checks names it was not given: %v", err)
 	}
 }

@@ -2,10 +2,12 @@ package config
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,6 +56,9 @@ func (c *Config) Validate() error {
 			return &Error{Key: "upstream.strip_prefixes", Msg: fmt.Sprintf("%q must start with / and not end with /", p)}
 		}
 	}
+	if err := c.checkRedirect(); err != nil {
+		return &Error{Key: "oauth.redirect_url", Msg: err.Error()}
+	}
 	if c.Upstream.Timeout <= 0 {
 		return &Error{Key: "upstream.timeout", Msg: "must be positive"}
 	}
@@ -85,6 +90,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.Redis.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			return &Error{Key: "redis.url", Msg: "must be a redis://, rediss:// or unix:// URL"}
 		}
+	}
+	if c.Redis.TLSCAFile != "" && !strings.HasPrefix(c.Redis.URL, "rediss://") {
+		return &Error{Key: "redis.tls_ca_file", Msg: "needs a rediss:// redis.url (TLS to Sentinel or Cluster nodes is not supported)"}
 	}
 	if len(c.Security.EncryptionKeys) == 0 {
 		return &Error{Key: "security.encryption_keys", Msg: "at least one key is required (base64 of 32 random bytes: openssl rand -base64 32)"}
@@ -159,6 +167,48 @@ func (w *Webhooks) validate() error {
 	return nil
 }
 
+// oauthStartPath is onboard.StartPath, the path of onboarding links on the proxy listener; the
+// redirect URL's path must differ from it.
+const oauthStartPath = "/oauth/start"
+
+// academyPaths are the first path segments of the Academy's own resources and endpoints (v1 and
+// v2), plus "api" for its versioned prefixes: a callback path there would shadow calls that the
+// proxy forwards.
+var academyPaths = []string{"about", "api", "authorize", "awards", "custom-fields", "files", "genres",
+	"helloworld", "info", "invalidate", "movies", "organizations", "people", "refresh", "token", "webhooks"}
+
+// checkRedirect applies the rule for oauth.redirect_url: the gateway serves its path on the
+// proxy listener ahead of the proxy, so the path must be one no caller sends to the Academy. It
+// must not be "/", the onboarding start path, a path under a strip prefix, or a path whose first
+// segment is an Academy resource (movies, info, …) or "api"; /oauth/callback is the usual choice.
+// The URL must not carry user info or a fragment (OAuth 2.0, RFC 6749 §3.1.2).
+func (c *Config) checkRedirect() error {
+	u, err := url.Parse(c.OAuth.RedirectURL)
+	if err != nil {
+		return fmt.Errorf("%q is not an absolute http(s) URL", c.OAuth.RedirectURL)
+	}
+	switch {
+	case u.User != nil:
+		return errors.New("must not carry user info (user:password@)")
+	case u.Fragment != "" || strings.Contains(c.OAuth.RedirectURL, "#"):
+		return errors.New("must not have a fragment (#…): the Academy appends the code to the URL")
+	case u.Path == "" || u.Path == "/":
+		return errors.New("needs a path of its own, e.g. /oauth/callback: every other path is forwarded to the Academy")
+	case u.Path == oauthStartPath:
+		return fmt.Errorf("path %s is the onboarding start path; use e.g. /oauth/callback", u.Path)
+	}
+	for _, p := range c.Upstream.StripPrefixes {
+		if u.Path == p || strings.HasPrefix(u.Path, p+"/") {
+			return fmt.Errorf("path %s is under the strip prefix %s, so it would shadow calls forwarded to the Academy; use e.g. /oauth/callback", u.Path, p)
+		}
+	}
+	first, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+	if slices.Contains(academyPaths, strings.ToLower(first)) {
+		return fmt.Errorf("path %s starts with /%s, an Academy API path, so it would shadow calls forwarded there; use e.g. /oauth/callback", u.Path, first)
+	}
+	return nil
+}
+
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -199,6 +249,104 @@ func applyEnv(c *Config, getenv func(string) string) error {
 		}
 		return nil
 	})
+}
+
+// setDefaultVars fills the keys of DefaultVars from their variables (a list key gets one item).
+func setDefaultVars(c *Config, getenv func(string) string) {
+	_ = walk(c, func(key string, f reflect.Value, _ reflect.StructField) error {
+		for _, d := range DefaultVars {
+			if d.Key != key {
+				continue
+			}
+			if v := getenv(d.Var); v != "" {
+				if f.Kind() == reflect.Slice {
+					f.Set(reflect.ValueOf([]string{v}))
+				} else {
+					f.SetString(v)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// serviceLink matches the variables Kubernetes sets in every pod for each Service of the
+// namespace (service links): a Service named academy-gateway yields ACADEMY_GATEWAY_SERVICE_HOST,
+// ACADEMY_GATEWAY_PORT, ACADEMY_GATEWAY_PORT_8080_TCP_ADDR and so on. They are not the
+// operator's typos, and refusing them would stop the gateway from starting in Kubernetes.
+var serviceLink = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
+
+// checkEnviron refuses ACADEMY_GATEWAY_* variables that nothing reads: a mistyped override
+// (ACADEMY_GATEWAY_REDIS_URLL) would otherwise be silently ignored. Kubernetes service-link
+// variables are let through.
+func checkEnviron(environ []string, referenced map[string]bool) error {
+	known := map[string]bool{ConfigVar: true}
+	for _, n := range EnvVars() {
+		known[n] = true
+	}
+	for _, d := range DefaultVars {
+		known[d.Var] = true
+	}
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix) && !known[name] && !referenced[name] && !serviceLink.MatchString(name) {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	msg := "unknown environment variable"
+	if len(unknown) > 1 {
+		msg += "s"
+	}
+	hints := make([]string, 0, len(unknown))
+	for _, u := range unknown {
+		if near := nearest(u, EnvVars()); near != "" && len(unknown) == 1 {
+			hints = append(hints, "did you mean "+near+"?")
+		} else if near != "" {
+			hints = append(hints, u+": did you mean "+near+"?")
+		}
+	}
+	msg += fmt.Sprintf(" (overrides are %s<SECTION>_<KEY>, e.g. %sREDIS_URL; other names need a ${NAME} reference in the file)", EnvPrefix, EnvPrefix)
+	if len(hints) > 0 {
+		msg += "; " + strings.Join(hints, "; ")
+	}
+	return &Error{Key: strings.Join(unknown, ", "), Msg: msg}
+}
+
+// nearest returns the candidate within three edits of name, or "".
+func nearest(name string, candidates []string) string {
+	best, bestD := "", 4
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 func setFromString(f reflect.Value, raw string) error {

@@ -525,7 +525,7 @@ func TestPromtoolDashboardQueries(t *testing.T) {
 	runPromtool(t, nil, "check", "rules", path)
 }
 
-// TestPromtoolCheckMetrics checks the gateway's exposition with promtool check metrics (SPEC §7).
+// TestPromtoolCheckMetrics checks the gateway's exposition with promtool check metrics (docs/reference.md §7).
 func TestPromtoolCheckMetrics(t *testing.T) {
 	t.Parallel()
 	promtool(t)

@@ -1,6 +1,6 @@
 // Package httperr is the one error vocabulary of every HTTP surface the gateway owns: the proxy
 // listener, forward-auth, onboarding pages and the admin API. A handler returns an *Error (or an
-// error its package maps to one); Write sends the JSON body of SPEC §4 step 6 with the headers the
+// error its package maps to one); Write sends the JSON body of docs/reference.md §4 step 6 with the headers the
 // code calls for. The message is safe for the caller; the wrapped cause goes only to the log.
 package httperr
 
@@ -15,7 +15,7 @@ import (
 // Code is the machine-readable error code in a JSON error body.
 type Code string
 
-// The codes of SPEC §4 step 6 (proxy and forward-auth), §4.1 and §5 (admin API).
+// The codes of docs/reference.md §4 step 6 (proxy and forward-auth), §4.1 and §5 (admin API).
 const (
 	InvalidAPIKey           Code = "invalid_api_key"
 	NotConnected            Code = "not_connected"

@@ -1,5 +1,5 @@
 // Package metrics holds the gateway's Prometheus collectors. The names, types and labels are
-// part of the product contract (SPEC §7): dashboards and alert rules in deploy/ depend on them.
+// part of the product contract (docs/reference.md §7): dashboards and alert rules in deploy/ depend on them.
 // Collectors are created by New on a caller-supplied registry, so tests use fresh registries and
 // nothing is registered globally. No label ever carries a user, key, token or raw path.
 package metrics
@@ -50,12 +50,19 @@ type Metrics struct {
 	TokenRefreshDuration prometheus.Histogram
 	// RefreshLockWait is how long a request waited for another refresher (in this or another replica).
 	RefreshLockWait prometheus.Histogram
-	// Connections is the number of stored connections by status, recounted periodically.
+	// Connections is the number of stored connections by status: read from shared counters at
+	// every scrape once SetConnectionsSource was called, and recounted by the background round.
 	Connections *prometheus.GaugeVec
 	// StoreOperations counts token-store operations by operation and result (ok, error).
 	StoreOperations *prometheus.CounterVec
 	// CacheLookups counts in-process cache lookups on the request path by result (hit, miss).
 	CacheLookups *prometheus.CounterVec
+	// WebhookDeliveries counts webhook delivery attempts by event type and result (success,
+	// retry, failed).
+	WebhookDeliveries *prometheus.CounterVec
+
+	webhookPending *pendingGauge
+	connections    *connectionsCollector
 }
 
 // latencyBuckets span sub-millisecond gateway overhead up to the default 30 s upstream timeout.
@@ -104,7 +111,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "academy_gateway_token_cache_lookups_total",
 			Help: "In-process cache lookups of keys and connections on the request path.",
 		}, []string{"result"}),
+		WebhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "academy_gateway_webhook_deliveries_total",
+			Help: "Webhook delivery attempts by event type and result (success, retry, failed).",
+		}, []string{"event", "result"}),
+		webhookPending: &pendingGauge{desc: prometheus.NewDesc("academy_gateway_webhook_pending",
+			"Webhook events recorded and not yet delivered, all replicas together.", nil, nil)},
 	}
+	m.connections = &connectionsCollector{vec: m.Connections}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "academy_gateway_build_info",
 		Help: "Always 1; labels carry the gateway's version and Go version.",
@@ -112,8 +126,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamDuration, m.TokenRefreshes,
-		m.TokenRefreshDuration, m.RefreshLockWait, m.Connections, m.StoreOperations,
-		m.CacheLookups, buildInfo,
+		m.TokenRefreshDuration, m.RefreshLockWait, m.connections, m.StoreOperations,
+		m.CacheLookups, m.WebhookDeliveries, m.webhookPending, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series exist from the start, so rate() and increase() count the first event after a restart.

@@ -1,6 +1,8 @@
 package metrics_test
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"os"
 	"runtime"
@@ -65,6 +67,12 @@ func record(m *metrics.Metrics) {
 	}
 	m.CacheLookups.WithLabelValues("miss").Inc()
 	m.CacheLookups.WithLabelValues("miss").Inc()
+
+	m.WebhookDeliveries.WithLabelValues("connection.connected", metrics.WebhookSuccess).Inc()
+	m.WebhookDeliveries.WithLabelValues("connection.reauth_required", metrics.WebhookRetry).Inc()
+	m.WebhookDeliveries.WithLabelValues("connection.reauth_required", metrics.WebhookRetry).Inc()
+	m.WebhookDeliveries.WithLabelValues("key.revoked", metrics.WebhookFailed).Inc()
+	m.SetWebhookPending(func(context.Context) (int64, error) { return 3, nil })
 }
 
 // goldens lists which metrics each golden file holds. Every academy_gateway_* metric but
@@ -79,6 +87,8 @@ var goldens = []struct {
 		"academy_gateway_connections",
 		"academy_gateway_token_store_operations_total",
 		"academy_gateway_token_cache_lookups_total",
+		"academy_gateway_webhook_deliveries_total",
+		"academy_gateway_webhook_pending",
 	}},
 	{"testdata/histograms.golden", []string{
 		"academy_gateway_request_duration_seconds",
@@ -205,9 +215,10 @@ func TestNewTwicePanics(t *testing.T) {
 	}
 }
 
-// allowedLabels bounds every gateway metric's label names (SPEC §7, STYLE practice 10): none can
+// allowedLabels bounds every gateway metric's label names (docs/reference.md §7, STYLE practice 10): none can
 // carry a user, key, token or path.
-var allowedLabels = []string{"method", "code", "outcome", "trigger", "result", "status", "op", "version", "goversion"}
+var allowedLabels = []string{"method", "code", "outcome", "trigger", "result", "status", "op", "version", "goversion",
+	"event"} // event: a webhook event type, one of config.Events
 
 func TestLabelNamesBounded(t *testing.T) {
 	reg := prometheus.NewRegistry()
@@ -232,5 +243,70 @@ func TestLabelNamesBounded(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("gathered %d academy_gateway_* metrics, want all 10", n)
+	}
+}
+
+// TestScrapeTimeSources: academy_gateway_connections and academy_gateway_webhook_pending are read
+// from their sources at every scrape; a failing source keeps the last counts of the connections
+// gauge and omits the pending gauge rather than report a wrong number.
+func TestScrapeTimeSources(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "v-test")
+	if got := testutil.ToFloat64(m.Connections.WithLabelValues("active")); got != 0 {
+		t.Fatalf("active before any source = %v", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "academy_gateway_webhook_pending"); err != nil || n != 1 {
+		t.Errorf("pending without a source (webhooks off): %d series (%v), want one, 0", n, err)
+	}
+	counts := map[string]int64{"active": 4, "reauth_required": 2}
+	var fail error
+	m.SetConnectionsSource(func(context.Context) (map[string]int64, error) { return counts, fail })
+	m.SetWebhookPending(func(context.Context) (int64, error) { return 7, fail })
+
+	gather := func() map[string]float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			for _, s := range mf.GetMetric() {
+				name := mf.GetName()
+				for _, lp := range s.GetLabel() {
+					name += "/" + lp.GetValue()
+				}
+				if g := s.GetGauge(); g != nil {
+					out[name] = g.GetValue()
+				}
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		set  func()
+		want map[string]float64
+	}{
+		{"sources answer", func() {}, map[string]float64{
+			"academy_gateway_connections/active": 4, "academy_gateway_connections/reauth_required": 2, "academy_gateway_webhook_pending": 7}},
+		{"the next scrape sees a change", func() { counts = map[string]int64{"active": 5, "reauth_required": 1} }, map[string]float64{
+			"academy_gateway_connections/active": 5, "academy_gateway_connections/reauth_required": 1, "academy_gateway_webhook_pending": 7}},
+		{"sources fail", func() { counts, fail = nil, errors.New("redis down") }, map[string]float64{
+			"academy_gateway_connections/active": 5, "academy_gateway_connections/reauth_required": 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.set()
+			got := gather()
+			for k := range got {
+				if !strings.HasPrefix(k, "academy_gateway_connections") && !strings.HasPrefix(k, "academy_gateway_webhook_pending") {
+					delete(got, k)
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("gauges (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -1,5 +1,5 @@
 // Package onboard connects a gateway user to their Academy account through the OAuth2
-// authorization-code flow (SPEC §4, onboarding): an operator issues a single-use link, the user
+// authorization-code flow (docs/reference.md §4, onboarding): an operator issues a single-use link, the user
 // opens it, consents at the Academy, and the callback stores the new tokens, replacing any
 // earlier connection of that user.
 package onboard
@@ -18,6 +18,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/tokens"
+	"github.com/academy-gateway/academy-gateway/webhooks"
 )
 
 // TicketTTL is how long an onboarding link stays valid.
@@ -28,11 +29,19 @@ const cookieName = "agw_onboarding"
 
 // Store is what onboarding needs of the token store.
 type Store interface {
-	CreateTicket(ctx context.Context, user string, ttl time.Duration) (string, time.Time, error)
+	CreateTicketFor(ctx context.Context, t tokens.Ticket, ttl time.Duration) (string, time.Time, error)
 	BindState(ctx context.Context, ticket string) (string, time.Time, error)
-	ConsumeState(ctx context.Context, state string) (string, error)
+	ConsumeTicket(ctx context.Context, state string) (tokens.Ticket, error)
 	Connection(ctx context.Context, user string) (tokens.Connection, error)
 	PutConnection(ctx context.Context, c tokens.Connection) (tokens.Connection, error)
+	// PinIdentity records user as the holder of an Academy account, returning the previous one.
+	PinIdentity(ctx context.Context, academyID, user string) (string, error)
+	// UnpinIdentity drops the index entry of an Academy account if it still names user.
+	UnpinIdentity(ctx context.Context, academyID, user string) error
+	// IdentityHolder names the user the index holds for an Academy account (a hint).
+	IdentityHolder(ctx context.Context, academyID string) (string, error)
+	// MarkReplaced marks user reauth_required if it is active as the Academy account.
+	MarkReplaced(ctx context.Context, user, academyID string) (bool, error)
 }
 
 // Academy is what onboarding needs of the Academy client.
@@ -55,6 +64,11 @@ type Options struct {
 	Scopes []string
 	// Connected is called after a user's connection was replaced (to drop caches); may be nil.
 	Connected func(user string)
+	// Publish records a lifecycle event (webhooks.Queue.Publish) before the page answers; nil:
+	// events are not recorded.
+	Publish func(ctx context.Context, e webhooks.Event) error
+	// Now is the clock of event timestamps; nil: time.Now.
+	Now func() time.Time
 	// Logger; nil: no logs.
 	Logger *zap.Logger
 }
@@ -74,6 +88,12 @@ func New(store Store, academy Academy, opts Options) *Service {
 	if opts.Connected == nil {
 		opts.Connected = func(string) {}
 	}
+	if opts.Publish == nil {
+		opts.Publish = func(context.Context, webhooks.Event) error { return nil }
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	return &Service{store: store, academy: academy, opts: opts}
 }
 
@@ -83,12 +103,14 @@ const StartPath = "/oauth/start"
 // CallbackPath is the route the Academy redirects back to.
 func (s *Service) CallbackPath() string { return s.opts.RedirectURL.Path }
 
-// Authorize issues the single-use onboarding link of user.
-func (s *Service) Authorize(ctx context.Context, user string) (link string, expiresAt time.Time, err error) {
+// Authorize issues the single-use onboarding link of user. With allowNewIdentity the link may
+// connect an Academy account other than the one the user's connection recorded
+// (`--new-identity`); without it such a consent is refused.
+func (s *Service) Authorize(ctx context.Context, user string, allowNewIdentity bool) (link string, expiresAt time.Time, err error) {
 	if !tokens.ValidUser(user) {
 		return "", time.Time{}, fmt.Errorf("authorize %q: user ids are 1-128 letters, digits or ._@+-", user)
 	}
-	ticket, expiresAt, err := s.store.CreateTicket(ctx, user, TicketTTL)
+	ticket, expiresAt, err := s.store.CreateTicketFor(ctx, tokens.Ticket{User: user, AllowNewIdentity: allowNewIdentity}, TicketTTL)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("authorize %s: %w", user, err)
 	}
@@ -150,7 +172,7 @@ func (s *Service) callback(r *http.Request) (tokens.Connection, error) {
 	if state == "" {
 		return tokens.Connection{}, newLink("The request carries no state and no onboarding cookie: open the onboarding link again.", nil)
 	}
-	user, err := s.store.ConsumeState(r.Context(), state)
+	ticket, err := s.store.ConsumeTicket(r.Context(), state)
 	if err != nil {
 		return tokens.Connection{}, err
 	}
@@ -161,11 +183,14 @@ func (s *Service) callback(r *http.Request) (tokens.Connection, error) {
 	if code == "" {
 		return tokens.Connection{}, newLink("The Academy sent no authorization code.", nil)
 	}
-	return s.connect(r.Context(), user, code)
+	return s.connect(r.Context(), ticket, code)
 }
 
-// connect exchanges code, looks up the Academy identity and stores the connection.
-func (s *Service) connect(ctx context.Context, user, code string) (tokens.Connection, error) {
+// connect exchanges code, looks up the Academy identity, enforces the user's pinned identity and
+// stores the connection; a gateway user that held the consenting Academy account is marked
+// replaced. Events are recorded before the page answers.
+func (s *Service) connect(ctx context.Context, t tokens.Ticket, code string) (tokens.Connection, error) {
+	user := t.User
 	grant, err := s.academy.Exchange(ctx, code, s.opts.RedirectURL.String())
 	if err != nil {
 		return tokens.Connection{}, fmt.Errorf("exchange code for %s: %w", user, err)
@@ -175,25 +200,88 @@ func (s *Service) connect(ctx context.Context, user, code string) (tokens.Connec
 		_ = s.academy.Invalidate(ctx, grant.AccessToken) // nothing is stored: leave nothing behind
 		return tokens.Connection{}, fmt.Errorf("read academy identity of %s: %w", user, err)
 	}
+	prev, prevErr := s.store.Connection(ctx, user)
+	switch {
+	case prevErr == nil, errors.Is(prevErr, tokens.ErrNotConnected):
+	case errors.Is(prevErr, tokens.ErrDecrypt):
+		// No configured key opens the old record: a new consent is the remedy, not a refusal.
+		s.opts.Logger.Warn("earlier connection does not decrypt; replacing it", zap.String("user", user), zap.Error(prevErr))
+	default:
+		_ = s.academy.Invalidate(ctx, grant.AccessToken)
+		return tokens.Connection{}, fmt.Errorf("read earlier connection of %s: %w", user, prevErr)
+	}
+	had := prevErr == nil
+	switched := had && prev.AcademyID != "" && prev.AcademyID != info.ID
+	if switched && !t.AllowNewIdentity {
+		// The consent has already ended, at the Academy, whatever connection info's account had:
+		// drop the unwanted tokens and tell the gateway user who held that account.
+		if err := s.academy.Invalidate(ctx, grant.AccessToken); err != nil {
+			s.opts.Logger.Warn("invalidate refused consent's tokens", zap.String("user", user), zap.Error(err))
+		}
+		if holder, err := s.store.IdentityHolder(ctx, info.ID); err == nil && holder != "" {
+			s.replaced(ctx, holder, info.ID)
+		}
+		return tokens.Connection{}, newLink(fmt.Sprintf("%s is connected as Academy user %s, but this consent came from Academy user %s. "+
+			"Nothing was changed. To switch %s to %s, ask for a link issued with --new-identity.",
+			user, prev.AcademyUser, info.User, user, info.User), errIdentityMismatch)
+	}
 	scopes := info.Scopes
 	if len(scopes) == 0 {
 		scopes = s.opts.Scopes
 	}
-	prev, prevErr := s.store.Connection(ctx, user)
 	conn := tokens.Connection{User: user, Scopes: scopes, AcademyID: info.ID, AcademyUser: info.User}.WithGrant(grant)
 	if conn, err = s.store.PutConnection(ctx, conn); err != nil {
 		_ = s.academy.Invalidate(ctx, grant.AccessToken)
 		return tokens.Connection{}, fmt.Errorf("store connection of %s: %w", user, err)
 	}
 	s.opts.Connected(user)
-	// The Academy revokes an earlier grant of the same Academy account itself; one of another
-	// account would stay live with nobody holding it.
-	if prevErr == nil && prev.AcademyID != "" && prev.AcademyID != info.ID && prev.Status == tokens.StatusActive {
-		if err := s.academy.Invalidate(ctx, prev.AccessToken); err != nil {
-			s.opts.Logger.Warn("invalidate replaced connection", zap.String("user", user), zap.Error(err))
+	// The index is written after the record: see tokens/identity.go for why that order, and a
+	// stale index, are safe.
+	holder, err := s.store.PinIdentity(ctx, info.ID, user)
+	if err != nil {
+		s.opts.Logger.Warn("record academy identity", zap.String("user", user), zap.Error(err))
+	}
+	if holder != "" && holder != user {
+		s.replaced(ctx, holder, info.ID)
+	}
+	if switched {
+		if err := s.store.UnpinIdentity(ctx, prev.AcademyID, user); err != nil {
+			s.opts.Logger.Warn("drop earlier academy identity", zap.String("user", user), zap.Error(err))
+		}
+		// The Academy revokes an earlier grant of the same Academy account itself; one of
+		// another account would stay live with nobody holding it.
+		if prev.Status == tokens.StatusActive {
+			if err := s.academy.Invalidate(ctx, prev.AccessToken); err != nil {
+				s.opts.Logger.Warn("invalidate replaced connection", zap.String("user", user), zap.Error(err))
+			}
 		}
 	}
+	s.publish(ctx, webhooks.Connected(s.opts.Now(), user, webhooks.AcademyUser{ID: info.ID, User: info.User}, had))
 	return conn, nil
+}
+
+// errIdentityMismatch: the consent came from another Academy account than the pinned one.
+var errIdentityMismatch = errors.New("consent from another academy account than the recorded one")
+
+// replaced marks holder reauth_required (reason replaced) when its record confirms it was
+// connected as academyID, and records the event.
+func (s *Service) replaced(ctx context.Context, holder, academyID string) {
+	marked, err := s.store.MarkReplaced(ctx, holder, academyID)
+	if err != nil {
+		s.opts.Logger.Warn("mark replaced connection", zap.String("user", holder), zap.Error(err))
+		return
+	}
+	if marked {
+		s.opts.Logger.Info("connection replaced by another user's consent", zap.String("user", holder))
+		s.publish(ctx, webhooks.ReauthRequired(s.opts.Now(), holder, tokens.ReasonReplaced))
+	}
+}
+
+// publish records e; a failure is logged (the change it reports is already stored).
+func (s *Service) publish(ctx context.Context, e webhooks.Event) {
+	if err := s.opts.Publish(ctx, e); err != nil {
+		s.opts.Logger.Error("record webhook event", zap.String("type", e.Type), zap.Error(err))
+	}
 }
 
 // academyError returns the error the Academy put in the callback: its own error.message (or

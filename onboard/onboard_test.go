@@ -41,8 +41,8 @@ type fakeStore struct {
 	user string
 }
 
-func (f *fakeStore) CreateTicket(_ context.Context, user string, ttl time.Duration) (string, time.Time, error) {
-	f.user = user
+func (f *fakeStore) CreateTicketFor(_ context.Context, tk tokens.Ticket, ttl time.Duration) (string, time.Time, error) {
+	f.user = tk.User
 	return "tkt-123", time.Now().Add(ttl), nil
 }
 
@@ -63,7 +63,7 @@ func newService(t *testing.T) (*Service, *fakeStore) {
 
 func TestAuthorizeLink(t *testing.T) {
 	s, st := newService(t)
-	link, exp, err := s.Authorize(context.Background(), "alice")
+	link, exp, err := s.Authorize(context.Background(), "alice", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestAuthorizeLink(t *testing.T) {
 		t.Errorf("Authorize = %q, %v for %q", link, exp, st.user)
 	}
 	for _, bad := range []string{"", "a{b}", "a b", strings.Repeat("x", 129)} {
-		if _, _, err := s.Authorize(context.Background(), bad); err == nil {
+		if _, _, err := s.Authorize(context.Background(), bad, false); err == nil {
 			t.Errorf("Authorize(%q) succeeded, want an error", bad)
 		}
 	}
@@ -112,23 +112,37 @@ func TestStartRedirectsToAcademy(t *testing.T) {
 // failingStore and failingAcademy make the callback fail at a chosen step.
 type failingStore struct {
 	Store
-	bindErr, consumeErr error
+	bindErr, consumeErr, connErr error
+}
+
+func (f *failingStore) Connection(context.Context, string) (tokens.Connection, error) {
+	return tokens.Connection{}, f.connErr
 }
 
 func (f *failingStore) BindState(context.Context, string) (string, time.Time, error) {
 	return "", time.Time{}, f.bindErr
 }
 
-func (f *failingStore) ConsumeState(context.Context, string) (string, error) {
+func (f *failingStore) ConsumeTicket(context.Context, string) (tokens.Ticket, error) {
 	if f.consumeErr != nil {
-		return "", f.consumeErr
+		return tokens.Ticket{}, f.consumeErr
 	}
-	return "alice", nil
+	return tokens.Ticket{User: "alice"}, nil
 }
 
 type failingAcademy struct {
 	Academy
 	exchangeErr error
+	invalidated int
+}
+
+func (f *failingAcademy) Info(context.Context, string) (tokens.Info, error) {
+	return tokens.Info{ID: "1", User: "John Doe"}, nil
+}
+
+func (f *failingAcademy) Invalidate(context.Context, string) error {
+	f.invalidated++
+	return nil
 }
 
 func (f *failingAcademy) Exchange(context.Context, string, string) (tokens.Grant, error) {
@@ -145,22 +159,27 @@ func TestFailurePages(t *testing.T) {
 		exchange   error
 		wantStatus int
 		wantText   string
+		// wantInvalidated: the new tokens were issued by then and must be invalidated.
+		wantInvalidated int
 	}{
-		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used"},
-		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again"},
-		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again"},
-		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again"},
-		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access"},
-		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code"},
+		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used", 0},
+		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0},
+		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again", 0},
+		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0},
+		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access", 0},
+		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code", 0},
 		{"callback: code refused", "/oauth/callback?state=s&code=c", &failingStore{},
-			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link"},
+			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link", 0},
 		{"callback: client secret wrong", "/oauth/callback?state=s&code=c", &failingStore{},
-			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured"},
+			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured", 0},
+		{"callback: earlier connection unreadable (store down)", "/oauth/callback?state=s&code=c",
+			&failingStore{connErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			redirect, _ := url.Parse("https://gw.example.com/oauth/callback")
-			s := New(tt.store, &failingAcademy{exchangeErr: tt.exchange}, Options{RedirectURL: redirect, ClientID: "cid"})
+			ac := &failingAcademy{exchangeErr: tt.exchange}
+			s := New(tt.store, ac, Options{RedirectURL: redirect, ClientID: "cid"})
 			rec := httptest.NewRecorder()
 			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
 			if strings.HasPrefix(tt.path, "/oauth/start") {
@@ -176,6 +195,9 @@ func TestFailurePages(t *testing.T) {
 			}
 			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 				t.Errorf("Content-Type = %q, want an HTML page", ct)
+			}
+			if ac.invalidated != tt.wantInvalidated {
+				t.Errorf("%d invalidate calls, want %d", ac.invalidated, tt.wantInvalidated)
 			}
 		})
 	}

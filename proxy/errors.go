@@ -49,7 +49,7 @@ func isTimeout(err error) bool {
 }
 
 // outcome is the metrics outcome of a code: the code itself for refusals, with upstream and
-// store failures folded into their two outcomes (SPEC §7).
+// store failures folded into their two outcomes (docs/reference.md §7).
 func outcome(c httperr.Code) string {
 	switch c {
 	case httperr.UpstreamUnavailable, httperr.UpstreamTimeout, httperr.ClientClosed:

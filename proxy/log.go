@@ -37,7 +37,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// finish records the request's metrics and writes its access line (SPEC §8). Only ids, never
+// finish records the request's metrics and writes its access line (docs/reference.md §8). Only ids, never
 // keys or tokens, and the path without its query, which may carry secrets.
 func (h *Handler) finish(w *statusWriter, r *http.Request, x *exchange, start time.Time) {
 	status := w.status

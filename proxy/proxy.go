@@ -1,7 +1,7 @@
 // Package proxy is the gateway's proxy listener handler: it identifies a legacy v1 caller by its
 // x-api-key, decides the Academy v2 scope from the real method, finds the user's access token
 // (refreshing it when due), and forwards the request with httputil.ReverseProxy, injecting
-// Authorization: Bearer. Gateway errors are JSON with the codes of SPEC §4 step 6; upstream
+// Authorization: Bearer. Gateway errors are JSON with the codes of docs/reference.md §4 step 6; upstream
 // answers pass through unchanged.
 package proxy
 
@@ -110,7 +110,7 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return x
 }
 
-// ServeHTTP implements SPEC §4 for one request.
+// ServeHTTP implements docs/reference.md §4 for one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
 	x := &exchange{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}

@@ -238,7 +238,7 @@ func TestUpstreamAnswersPassThrough(t *testing.T) {
 	}
 }
 
-// TestGatewayErrors covers every error code of SPEC §4 step 6 the proxy produces.
+// TestGatewayErrors covers every error code of docs/reference.md §4 step 6 the proxy produces.
 func TestGatewayErrors(t *testing.T) {
 	cases := []struct {
 		name       string
@@ -440,7 +440,7 @@ func TestStaticIdentity(t *testing.T) {
 	}
 }
 
-// TestAccessLogHasNoSecrets: one access line per request with the fields of SPEC §8 and
+// TestAccessLogHasNoSecrets: one access line per request with the fields of docs/reference.md §8 and
 // neither the key nor a token.
 func TestAccessLogHasNoSecrets(t *testing.T) {
 	f := newFixture(t, nil)

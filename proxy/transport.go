@@ -31,7 +31,7 @@ func NewTransport(timeout time.Duration) *http.Transport {
 }
 
 // replayTransport sends the upstream request and, when the Academy answers 401 to a token the
-// gateway believed valid, gets another token and sends the request once more (SPEC §4 step 5).
+// gateway believed valid, gets another token and sends the request once more (docs/reference.md §4 step 5).
 type replayTransport struct {
 	next   http.RoundTripper
 	tokens Tokens

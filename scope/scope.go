@@ -1,4 +1,4 @@
-// Package scope is the gateway's one vocabulary of Academy API v2 scopes (SPEC §1, §4 step 2):
+// Package scope is the gateway's one vocabulary of Academy API v2 scopes (docs/reference.md §1, §4 step 2):
 // their names, how lists of them are parsed, and which scope a request needs from its method.
 // Configuration, the proxy, forward-auth, the admin API, the CLI and the simulator all use it, so
 // a scope is spelled and checked the same way everywhere.

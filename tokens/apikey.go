@@ -37,11 +37,24 @@ func keyChecksum(body string) string {
 	return keyEncoding.EncodeToString([]byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)})[:keyChecksumLen]
 }
 
-// WellFormed reports whether key could be a valid key: an issued key (with KeyPrefix) must carry
-// a matching checksum; any other key of 1–512 printable ASCII characters may be a registered
-// legacy key.
+// MinKeyLen and MaxKeyLen bound the length of any key, issued or legacy. The floor refuses
+// what is certainly a mistake (a fragment, a placeholder, an unset variable's leftovers) and
+// keeps keys out of guessing range; real v1 keys are long random strings.
+const (
+	MinKeyLen = 12
+	MaxKeyLen = 512
+)
+
+// KeyRule says in words which keys WellFormed accepts: what `keys create --key`, POST
+// /admin/keys and `keys import` register. Refusals quote it, the reference documents it.
+const KeyRule = "a key is 12 to 512 printable ASCII characters (no spaces or control characters); " +
+	"a key starting with " + KeyPrefix + " must be one this gateway issued (its checksum must match)"
+
+// WellFormed reports whether key could be a valid key (KeyRule): an issued key (with KeyPrefix)
+// must carry a matching checksum; any other key of MinKeyLen to MaxKeyLen printable ASCII
+// characters may be a registered legacy key.
 func WellFormed(key string) bool {
-	if key == "" || len(key) > 512 {
+	if len(key) < MinKeyLen || len(key) > MaxKeyLen {
 		return false
 	}
 	for i := 0; i < len(key); i++ {

@@ -66,6 +66,9 @@ func TestWellFormed(t *testing.T) {
 		{name: "legacy key of 512 characters", key: strings.Repeat("k", 512), want: true},
 		{name: "legacy key of 513 characters", key: strings.Repeat("k", 513), want: false},
 		{name: "empty", key: "", want: false},
+		{name: "three characters", key: "abc", want: false},
+		{name: "legacy key of 11 characters", key: strings.Repeat("k", tokens.MinKeyLen-1), want: false},
+		{name: "legacy key of 12 characters", key: strings.Repeat("k", tokens.MinKeyLen), want: true},
 		{name: "prefix only", key: tokens.KeyPrefix, want: false},
 		{name: "prefix and checksum length", key: tokens.KeyPrefix + "abcdefg", want: false},
 		{name: "issued key truncated", key: issued[:len(issued)-1], want: false},
@@ -73,7 +76,7 @@ func TestWellFormed(t *testing.T) {
 		{name: "issued key in upper case", key: strings.ToUpper(issued), want: true}, // no prefix: a legacy key
 		{name: "issued key of 513 characters", key: tokens.KeyPrefix + strings.Repeat("a", 509), want: false},
 		{
-			name: "legacy key with a control character", key: "legacy\x00key", want: false,
+			name: "legacy key with a control character", key: "legacy\x00key-with-nul", want: false,
 		},
 	}
 	for _, tt := range tests {

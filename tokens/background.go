@@ -43,6 +43,7 @@ func (mg *Manager) tick(ctx context.Context) {
 	for status, n := range counts {
 		mg.m.Connections.WithLabelValues(status).Set(float64(n))
 	}
+	mg.reconcile(ctx, conns)
 	if mg.opts.KeepAlive {
 		mg.keepAlive(ctx, conns)
 	}

@@ -19,8 +19,7 @@ type storedKey struct {
 	Hash string `json:"hash"`
 }
 
-// ErrMalformedKey: a key given for registration is empty, too long, or a gateway key whose
-// checksum does not match.
+// ErrMalformedKey: a key given for registration is not one KeyRule allows.
 var ErrMalformedKey = errors.New("malformed API key")
 
 // IssueKey creates a new key for user, or registers existing (a legacy v1 key, so its caller
@@ -33,7 +32,7 @@ func (s *Store) IssueKey(ctx context.Context, user string, scopes []string, name
 	if key == "" {
 		key = NewAPIKey()
 	} else if !WellFormed(key) {
-		return APIKey{}, "", fmt.Errorf("issue key for %s: %w", user, ErrMalformedKey)
+		return APIKey{}, "", fmt.Errorf("issue key for %s: %w: %s", user, ErrMalformedKey, KeyRule)
 	}
 	k, err := s.CreateKey(ctx, key, APIKey{User: user, Scopes: scopes, Name: name})
 	if err != nil {

@@ -39,6 +39,10 @@ type ManagerOptions struct {
 	Now Clock
 	// Logger receives refresh events; nil: no logs.
 	Logger *zap.Logger
+	// OnReauth is called when this Manager marked a connection reauth_required, before the
+	// caller learns it, with reason "invalid_grant" (the Academy refused the refresh token) or
+	// "refresh_expired" (known by time); nil: nothing. It records the webhook event.
+	OnReauth func(ctx context.Context, user, reason string)
 }
 
 func (o ManagerOptions) withDefaults() ManagerOptions {
@@ -53,6 +57,9 @@ func (o ManagerOptions) withDefaults() ManagerOptions {
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
+	}
+	if o.OnReauth == nil {
+		o.OnReauth = func(context.Context, string, string) {}
 	}
 	return o
 }
@@ -98,7 +105,7 @@ func NewManager(store *Store, academy *Academy, m *metrics.Metrics, opts Manager
 		store: store, academy: academy, m: m, opts: opts, log: opts.Logger,
 		refresher: NewRefresher(store, academy, m, RefresherOptions{
 			RefreshBefore: opts.RefreshBefore, LeaseTTL: opts.LeaseTTL, Timeout: opts.RefreshTimeout,
-			Now: opts.Now, Logger: opts.Logger,
+			Now: opts.Now, Logger: opts.Logger, OnReauth: opts.OnReauth,
 		}),
 		hits:   m.CacheLookups.WithLabelValues("hit"),
 		misses: m.CacheLookups.WithLabelValues("miss"),

@@ -63,6 +63,10 @@ type RefresherOptions struct {
 	Now Clock
 	// Logger receives refresh events; nil: no logs.
 	Logger *zap.Logger
+	// OnReauth is called when this Refresher marked a connection reauth_required, before the
+	// caller learns it, with the webhook's reason (ReasonInvalidGrant, ReasonRefreshExpired);
+	// nil: nothing.
+	OnReauth func(ctx context.Context, user, reason string)
 }
 
 func (o RefresherOptions) withDefaults() RefresherOptions {
@@ -80,6 +84,9 @@ func (o RefresherOptions) withDefaults() RefresherOptions {
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
+	}
+	if o.OnReauth == nil {
+		o.OnReauth = func(context.Context, string, string) {}
 	}
 	return o
 }
@@ -213,7 +220,8 @@ func (r *Refresher) refreshShared(ctx context.Context, seen Connection, trigger 
 		// here, cleanly, as reauth_required.
 		r.log.Warn("a replica stopped in the middle of a refresh; the refresh token may be spent: connection needs re-authorization",
 			zap.String("user", user), zap.Time("refresh_started", cur.Refreshing.Since))
-		return r.markReauth(ctx, cur, "interrupted refresh")
+		// SPEC §9 has no reason of its own for this: the refresh token is as good as refused.
+		return r.markReauth(ctx, cur, ReasonInvalidGrant, "interrupted refresh")
 	case r.usable(cur, seen, trigger):
 		return cur, nil
 	}
@@ -240,7 +248,9 @@ func (r *Refresher) refreshLocked(ctx context.Context, lease Lease, held *heldLe
 	user := cur.User
 	var grant Grant
 	var err error
+	reason := ReasonInvalidGrant
 	if !cur.RefreshExpiresAt.IsZero() && !r.opts.Now.Now().Before(cur.RefreshExpiresAt) {
+		reason = ReasonRefreshExpired
 		err = fmt.Errorf("refresh token expired at %s: %w", cur.RefreshExpiresAt.Format(time.RFC3339), ErrInvalidGrant)
 	} else {
 		ok, merr := r.store.MarkRefreshing(ctx, lease, cur.Version)
@@ -258,9 +268,13 @@ func (r *Refresher) refreshLocked(ctx context.Context, lease Lease, held *heldLe
 	case errors.Is(err, ErrInvalidGrant):
 		r.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultInvalidGrant).Inc()
 		r.log.Warn("refresh token rejected; connection needs re-authorization", zap.String("user", user), zap.String("trigger", trigger), zap.Error(err))
-		return r.markReauth(ctx, cur, "refresh token rejected")
+		return r.markReauth(ctx, cur, reason, "refresh token rejected")
 	case err != nil:
 		r.m.TokenRefreshes.WithLabelValues(trigger, metrics.ResultError).Inc()
+		if errors.Is(err, ErrClientCredentials) { // the operator's mistake, not the user's: no refresh can work
+			r.log.Error("the Academy refused the gateway's client credentials: check oauth.client_id and oauth.client_secret",
+				zap.String("user", user), zap.String("trigger", trigger), zap.Error(err))
+		}
 		rerr := &RefreshError{User: user, Err: err}
 		var api *APIError
 		if errors.As(err, &api) && api.RetryAfter > 0 {
@@ -309,8 +323,9 @@ func (r *Refresher) save(ctx context.Context, held *heldLease, cur, next Connect
 }
 
 // markReauth records that cur can no longer be refreshed, unless a newer connection replaced it
-// meanwhile (which is then returned). why goes into the error.
-func (r *Refresher) markReauth(ctx context.Context, cur Connection, why string) (Connection, error) {
+// meanwhile (which is then returned), and reports it to OnReauth with reason. why goes into the
+// error.
+func (r *Refresher) markReauth(ctx context.Context, cur Connection, reason, why string) (Connection, error) {
 	marked := cur
 	marked.Status, marked.UpdatedAt, marked.Refreshing = StatusReauthRequired, r.opts.Now.Now(), nil
 	saved, ok, err := r.store.CompareAndSwap(ctx, marked, cur.Version)
@@ -324,6 +339,7 @@ func (r *Refresher) markReauth(ctx context.Context, cur Connection, why string) 
 		}
 		return latest, fmt.Errorf("refresh %s: %s: %w", cur.User, why, ErrReauthRequired)
 	}
+	r.opts.OnReauth(ctx, cur.User, reason)
 	return saved, fmt.Errorf("refresh %s: %s: %w", cur.User, why, ErrReauthRequired)
 }
 

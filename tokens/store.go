@@ -31,6 +31,8 @@ import (
 //	Pkeys            set   key ids
 //	Pticket:HASH     string  onboarding ticket (JSON), TTL 10 min
 //	Pstate:STATE     string  hash of the ticket an OAuth2 state belongs to, TTL 10 min
+//	Pstatus:STATUS   set   users by connection status (status.go)
+//	Pidentity:ID     string  the user connected as Academy account ID, a hint (identity.go)
 type Store struct {
 	rdb     redis.UniversalClient
 	prefix  string
@@ -206,6 +208,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, c Connection, expected int64
 	if err = s.observe("cas_connection", err); err != nil || n < 0 {
 		return Connection{}, false, err
 	}
+	s.noteStatus(ctx, c.User, c.Status)
 	if c.Status != StatusActive {
 		s.publish(ctx, "u:"+c.User)
 	}
@@ -226,6 +229,7 @@ func (s *Store) PutConnection(ctx context.Context, c Connection) (Connection, er
 	if err = s.observe("put_connection", err); err != nil {
 		return Connection{}, err
 	}
+	s.noteStatus(ctx, c.User, c.Status)
 	s.publish(ctx, "u:"+c.User)
 	c.Version = n
 	return c, nil
@@ -240,6 +244,7 @@ func (s *Store) DeleteConnection(ctx context.Context, user string) error {
 	if err = s.observe("delete_connection", err); err != nil {
 		return err
 	}
+	s.noteStatus(ctx, user, "")
 	s.publish(ctx, "u:"+user)
 	return nil
 }

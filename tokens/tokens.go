@@ -18,6 +18,16 @@ const (
 	StatusReauthRequired = "reauth_required"
 )
 
+// Reasons a connection became reauth_required (the webhook's `reason`).
+const (
+	// ReasonInvalidGrant: the Academy refused the refresh token.
+	ReasonInvalidGrant = "invalid_grant"
+	// ReasonRefreshExpired: the refresh token had expired by time.
+	ReasonRefreshExpired = "refresh_expired"
+	// ReasonReplaced: the Academy account consented for another gateway user.
+	ReasonReplaced = "replaced"
+)
+
 // Errors the request path classifies with errors.Is.
 var (
 	// ErrNotConnected: the user has no connection.

@@ -32,7 +32,7 @@ type deployment struct {
 	nodes []string
 }
 
-// topologies are the Redis deployments SPEC §6 promises to work with.
+// topologies are the Redis deployments docs/reference.md §6 promises to work with.
 var topologies = []struct {
 	name  string
 	start func(t *testing.T) deployment

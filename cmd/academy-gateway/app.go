@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -21,11 +22,14 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
 	"github.com/academy-gateway/academy-gateway/proxy"
+	"github.com/academy-gateway/academy-gateway/tlsreload"
 	"github.com/academy-gateway/academy-gateway/tokens"
+	"github.com/academy-gateway/academy-gateway/webhooks"
 )
 
 // The proxy depends on the manager only through its own narrow interfaces.
@@ -49,6 +53,10 @@ type app struct {
 	academy *tokens.Academy
 	mgr     *tokens.Manager
 	onboard *onboard.Service
+	queue   *webhooks.Queue      // nil when webhooks are off
+	hooks   *webhooks.Dispatcher // nil when webhooks are off
+	audit   audit.Logger
+	opts    appOptions
 	closers []func()
 	// watching is closed once the cache-invalidation subscription is live.
 	watching chan struct{}
@@ -60,10 +68,17 @@ type appOptions struct {
 	managerInterval time.Duration
 	// cacheTTL overrides how long cached keys and connections are served (zero: 1s).
 	cacheTTL time.Duration
+	// webhooks adjusts the webhook dispatcher's options (tests shorten its waits); nil: none.
+	webhooks func(*webhooks.Options)
+	// tls overrides how the listeners' certificate is reloaded (zero: tlsreload's defaults).
+	tls tlsreload.Options
+	// embeddedRedis says the embedded Redis is chosen, not an empty redis.url left by mistake
+	// (demo): it is then noted at INFO instead of warned about.
+	embeddedRedis bool
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
+	a := &app{cfg: cfg, log: log, opts: opts, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
 	v, _ := buildVersion()
 	a.m = metrics.New(a.reg, v)
 
@@ -81,6 +96,12 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		return nil, usageError{fmt.Errorf("security.encryption_keys: %w", err)}
 	}
 	a.store = tokens.NewStore(rdb, cfg.Redis.KeyPrefix, kr, a.m, nil)
+	a.m.SetConnectionsSource(a.store.CountByStatus)
+	a.audit = audit.New(log)
+	if cfg.Webhooks.URL != "" {
+		a.queue = webhooks.NewQueue(rdb, cfg.Redis.KeyPrefix, cfg.Webhooks.Events)
+		a.m.SetWebhookPending(a.queue.Pending)
+	}
 	base := strings.TrimRight(cfg.Upstream.BaseURL, "/")
 	a.academy = tokens.NewAcademy(&http.Client{Timeout: cfg.Upstream.Timeout.D(), Transport: proxy.NewTransport(cfg.Upstream.Timeout.D())},
 		tokens.AcademyConfig{
@@ -96,14 +117,20 @@ func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
 		Interval:       opts.managerInterval,
 		CacheTTL:       opts.cacheTTL,
 		Logger:         log.Named("tokens"),
+		OnReauth:       a.onReauth,
 	})
 	redirect, _ := url.Parse(cfg.OAuth.RedirectURL) // validated by config
 	a.onboard = onboard.New(a.store, a.academy, onboard.Options{
 		AuthorizeURL: cfg.OAuth.AuthorizeURL, RedirectURL: redirect,
 		ClientID: cfg.OAuth.ClientID, Scopes: cfg.OAuth.Scopes,
 		Connected: func(user string) { a.mgr.Forget(user, "") },
+		Publish:   a.queue.Publish,
 		Logger:    log.Named("onboard"),
 	})
+	if a.hooks, err = a.newDispatcher(opts); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -115,6 +142,11 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		opts, err := redis.ParseURL(r.URL)
 		if err != nil {
 			return nil, usageError{&config.Error{Key: "redis.url", Msg: err.Error()}}
+		}
+		if r.TLSCAFile != "" && opts.TLSConfig != nil { // rediss:// (validated by config)
+			if opts.TLSConfig.RootCAs, err = redisCAPool(r.TLSCAFile); err != nil {
+				return nil, usageError{err}
+			}
 		}
 		failFast(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		return redis.NewClient(opts), nil
@@ -130,7 +162,11 @@ func (a *app) openRedis() (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("start embedded redis: %w", err)
 	}
 	a.closers = append(a.closers, mr.Close)
-	a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	if a.opts.embeddedRedis {
+		a.log.Info("using an embedded in-process Redis; nothing is persisted", zap.String("addr", mr.Addr()))
+	} else {
+		a.log.Warn("redis.url is empty: using an embedded in-process Redis; nothing is persisted and replicas do not share it", zap.String("addr", mr.Addr()))
+	}
 	return redis.NewClient(&redis.Options{Addr: mr.Addr()}), nil
 }
 
@@ -187,8 +223,8 @@ func (a *app) opsHandler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	r.Path("/readyz").Methods(http.MethodGet).HandlerFunc(a.ready)
-	r.PathPrefix("/admin/").Handler(admin.New(a.store, a.mgr, a.onboard,
-		admin.Options{Token: a.cfg.Security.AdminToken, Logger: a.log.Named("admin")}))
+	r.PathPrefix("/admin/").Handler(admin.New(adminStore{a.store, a}, revoker{a}, a.onboard,
+		admin.Options{Token: a.cfg.Security.AdminToken, Logger: a.log.Named("admin"), Audit: a.audit}))
 	return r
 }
 
@@ -227,19 +263,28 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 		}
 	}
 	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
+	tlsConfig, err := a.listenerTLS(a.opts.tls)
+	if err != nil {
+		proxyLn.Close()
+		opsLn.Close()
+		return err
+	}
+	servers[0].TLSConfig = tlsConfig // the proxy listener; ops stays plain HTTP
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{proxyLn, opsLn} {
-		go func() { errc <- servers[i].Serve(ln) }()
+		go func() { errc <- serveOn(servers[i], ln) }()
 	}
 	mctx, stopManager := context.WithCancel(ctx)
 	var background sync.WaitGroup
 	background.Go(func() { a.mgr.Run(mctx) })
+	if a.hooks != nil {
+		background.Go(func() { a.hooks.Run(mctx) })
+	}
 	var once sync.Once
 	background.Go(func() { a.mgr.Watch(mctx, func() { once.Do(func() { close(a.watching) }) }) })
 	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
-		zap.String("upstream", a.cfg.Upstream.BaseURL))
+		zap.Bool("tls", tlsConfig != nil), zap.String("upstream", a.cfg.Upstream.BaseURL))
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -258,19 +303,35 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	return err
 }
 
-// newLogger builds the zap logger of log.level and log.format, writing to w.
+// newLogger builds the zap logger of log.level and log.format, writing to w. The console
+// format colours levels only when w is a terminal: colour codes in a file or a log collector
+// are noise.
 func newLogger(c config.Log, w io.Writer) *zap.Logger {
 	level, _ := zapcore.ParseLevel(c.Level) // validated by config
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
 	var encoder zapcore.Encoder
 	if c.Format == "console" {
-		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		if isTerminal(w) {
+			enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		encoder = zapcore.NewConsoleEncoder(enc)
 	} else {
 		encoder = zapcore.NewJSONEncoder(enc)
 	}
 	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+// isTerminal reports whether w is a character device such as a terminal (not a file, pipe or
+// buffer).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // serve is the serve command.
@@ -283,7 +344,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, e.stderr)
+	log := e.logger(cfg.Log)
 	defer log.Sync()
 	a, err := newApp(cfg, log, appOptions{})
 	if err != nil {

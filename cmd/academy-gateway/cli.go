@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -11,7 +12,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/academy-gateway/academy-gateway/admin"
+	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -25,21 +29,25 @@ func (e env) openForCLI(path string) (*app, error) {
 		return nil, err
 	}
 	cfg.Log.Level = "warn"
-	return newApp(cfg, newLogger(cfg.Log, e.stderr), appOptions{})
+	a, err := newApp(cfg, e.logger(cfg.Log), appOptions{})
+	if err == nil {
+		a.audit = e.cliAudit(cfg)
+	}
+	return a, err
 }
 
 func (e env) keys(ctx context.Context, args []string) error {
-	if err := checkSubcommand("keys", args, "create", "list", "revoke"); err != nil {
+	if err := e.checkSubcommand("keys", args, "create", "list", "revoke"); err != nil {
 		return err
 	}
 	fs, path := e.newFlags("keys " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
 	switch args[0] {
 	case "create":
-		user := fs.String("user", "", "the user the key acts for (required)")
-		scopes := fs.String("scopes", "", "comma-separated ceiling: read,write,delete (default: whatever the connection grants)")
-		name := fs.String("name", "", "a label for the key")
-		existing := fs.String("key", "", "register this existing legacy v1 key instead of issuing a new one")
+		user := fs.String("user", "", "the `USER` the key acts for (required)")
+		scopes := fs.String("scopes", "", "the `SCOPES` the key may use, comma-separated: read,write,delete (default: whatever the connection grants)")
+		name := fs.String("name", "", "a `TEXT` label for the key")
+		existing := fs.String("key", "", "register this existing legacy v1 `KEY` instead of issuing a new one")
 		if _, err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -50,6 +58,9 @@ func (e env) keys(ctx context.Context, args []string) error {
 		if !tokens.ValidUser(*user) {
 			return usagef("keys create: --user must be 1-128 letters, digits or ._@+-")
 		}
+		if err := checkExistingKey(fs, *existing); err != nil {
+			return err
+		}
 		a, err := e.openForCLI(*path)
 		if err != nil {
 			return err
@@ -57,11 +68,14 @@ func (e env) keys(ctx context.Context, args []string) error {
 		defer a.Close()
 		k, key, err := a.store.IssueKey(ctx, *user, sc, *name, *existing)
 		if errors.Is(err, tokens.ErrMalformedKey) {
-			return usageError{fmt.Errorf("--key: %w", err)}
+			return usageError{fmt.Errorf("keys create: --key: %w", err)}
 		}
 		if err != nil {
 			return err
 		}
+		a.audit.Record(audit.KeyCreated, audit.FromCLI, zap.String("user", k.User), zap.String("key_id", k.ID),
+			zap.Strings("scopes", k.Scopes), zap.Bool("registered_existing", *existing != ""))
+		e.warnUnconnected(ctx, a, k.User)
 		if *asJSON {
 			return writeJSON(e.stdout, admin.CreatedKeyJSON{ID: k.ID, Key: key, User: k.User,
 				Scopes: k.Scopes, Name: k.Name, CreatedAt: k.CreatedAt})
@@ -70,7 +84,7 @@ func (e env) keys(ctx context.Context, args []string) error {
 			k.ID, k.User, scopeText(k.Scopes), key)
 		return nil
 	case "list":
-		user := fs.String("user", "", "only this user's keys")
+		user := fs.String("user", "", "only the keys of `USER`")
 		if _, err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -101,25 +115,52 @@ func (e env) keys(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if len(pos) != 1 {
-			return usagef("keys revoke: want one key id")
-		}
 		a, err := e.openForCLI(*path)
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		k, err := a.store.DeleteKey(ctx, pos[0])
+		k, err := adminStore{a.store, a}.DeleteKey(ctx, pos[0])
 		if errors.Is(err, tokens.ErrNotFound) {
 			return fmt.Errorf("keys revoke: no key with id %s", pos[0])
 		}
 		if err != nil {
 			return err
 		}
+		a.audit.Record(audit.KeyRevoked, audit.FromCLI, zap.String("user", k.User), zap.String("key_id", k.ID))
 		fmt.Fprintf(e.stdout, "revoked key %s of %s\n", k.ID, k.User)
 		return nil
 	}
 	panic("unreachable: subcommand checked above")
+}
+
+// checkExistingKey refuses a --key that was given but cannot be registered, before anything is
+// opened. An empty --key is refused too: it is what `--key "$UNSET"` passes, and issuing a new
+// key in its place would leave the legacy caller with a key it does not have.
+func checkExistingKey(fs *flag.FlagSet, key string) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "key" })
+	switch {
+	case !given:
+		return nil
+	case key == "":
+		return usagef("keys create: --key is empty (an unset variable?); leave --key out to issue a new key, or pass the legacy key: %s", tokens.KeyRule)
+	case !tokens.WellFormed(key):
+		return usagef("keys create: --key: %v: %s", tokens.ErrMalformedKey, tokens.KeyRule)
+	}
+	return nil
+}
+
+// warnUnconnected tells the operator, on stderr, that a key was made for a user who cannot use it
+// yet: without an active connection every call answers 401 until the user is onboarded.
+func (e env) warnUnconnected(ctx context.Context, a *app, user string) {
+	c, err := a.store.Connection(ctx, user)
+	switch {
+	case errors.Is(err, tokens.ErrNotConnected):
+		fmt.Fprintf(e.stderr, "warning: %s has no connection yet: calls with this key answer 401 not_connected until %s is onboarded (academy-gateway connections authorize %s)\n", user, user, user)
+	case err == nil && c.Status == tokens.StatusReauthRequired:
+		fmt.Fprintf(e.stderr, "warning: the connection of %s needs reauthorization: calls with this key answer 401 reauthorization_required until %s is onboarded again (academy-gateway connections authorize %s)\n", user, user, user)
+	}
 }
 
 // parseScopes reads a --scopes list: read, write and delete only.
@@ -132,21 +173,18 @@ func parseScopes(s string) ([]string, error) {
 }
 
 func (e env) connections(ctx context.Context, args []string) error {
-	if err := checkSubcommand("connections", args, "authorize", "list", "show", "revoke"); err != nil {
+	if err := e.checkSubcommand("connections", args, "authorize", "list", "show", "revoke"); err != nil {
 		return err
 	}
 	fs, path := e.newFlags("connections " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
+	newIdentity := newIdentityFlag(fs, args[0])
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	wantUser := args[0] != "list"
-	if wantUser && (len(pos) != 1 || !tokens.ValidUser(pos[0])) {
-		return usagef("connections %s: want one user id", args[0])
-	}
-	if !wantUser && len(pos) != 0 {
-		return usagef("connections list: takes no arguments")
+	if args[0] != "list" && !tokens.ValidUser(pos[0]) {
+		return usagef("connections %s: %q is not a user id (1-128 letters, digits or ._@+-)", args[0], pos[0])
 	}
 	a, err := e.openForCLI(*path)
 	if err != nil {
@@ -155,10 +193,11 @@ func (e env) connections(ctx context.Context, args []string) error {
 	defer a.Close()
 	switch args[0] {
 	case "authorize":
-		link, exp, err := a.onboard.Authorize(ctx, pos[0])
+		link, exp, err := a.onboard.Authorize(ctx, pos[0], *newIdentity)
 		if err != nil {
 			return err
 		}
+		a.audit.Record(audit.LinkIssued, audit.FromCLI, zap.String("user", pos[0]), zap.Bool("allow_new_identity", *newIdentity))
 		if *asJSON {
 			return writeJSON(e.stdout, map[string]any{"authorize_url": link, "expires_at": exp})
 		}
@@ -190,9 +229,10 @@ func (e env) connections(ctx context.Context, args []string) error {
 		}
 		return printConnections(e.stdout, []tokens.Connection{c})
 	case "revoke":
-		if err := a.mgr.Revoke(ctx, pos[0]); err != nil {
+		if err := (revoker{a}).Revoke(ctx, pos[0]); err != nil {
 			return err
 		}
+		a.audit.Record(audit.ConnectionRevoked, audit.FromCLI, zap.String("user", pos[0]))
 		fmt.Fprintf(e.stdout, "revoked the connection of %s\n", pos[0])
 		return nil
 	}
@@ -230,11 +270,16 @@ func timeText(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// checkSubcommand refuses a missing or unknown subcommand before anything is loaded.
-func checkSubcommand(cmd string, args []string, subs ...string) error {
+// checkSubcommand refuses a missing or unknown subcommand before anything is loaded; "--help"
+// in its place prints the group's commands.
+func (e env) checkSubcommand(cmd string, args []string, subs ...string) error {
 	want := strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
 	if len(args) == 0 {
-		return usagef("%s: want %s", cmd, want)
+		return usagef("%s: want %s (see academy-gateway %s --help)", cmd, want, cmd)
+	}
+	if isHelp(args[0]) {
+		printUsage(e.stdout, cmd)
+		return errHelpShown
 	}
 	if !slices.Contains(subs, args[0]) {
 		return usagef("%s: unknown subcommand %q (want %s; flags follow the subcommand)", cmd, args[0], want)

@@ -27,7 +27,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// The management commands of SPEC §2, run through run() as main does, against a real Redis.
+// The management commands of docs/reference.md §2, run through run() as main does, against a real Redis.
 
 // cliEncryptionKey is base64 of 32 bytes ("0123456789abcdef0123456789abcdef").
 const cliEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -35,7 +35,7 @@ const cliEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 // cliKeyPrefix is a non-default Redis key prefix, so the test sees that commands honour it.
 const cliKeyPrefix = "cli:"
 
-// wireConnection is a connection as `connections … --json` prints it (SPEC §5); decoded into a
+// wireConnection is a connection as `connections … --json` prints it (docs/reference.md §5); decoded into a
 // struct of the test's own so the test checks the wire format, not a Go type.
 type wireConnection struct {
 	User             string    `json:"user"`
@@ -244,6 +244,48 @@ func TestCLIKeys(t *testing.T) {
 	}
 	f.fail(1, "no key with id", "keys", "revoke", created.ID)
 	f.fail(1, "no key with id", "keys", "revoke", "0123456789abcdef")
+}
+
+// TestCLIKeysWarnings: a key made for a user without an active connection comes with a warning
+// on stderr (stdout stays the key, or clean JSON) that names the onboarding command; a user
+// with an active connection gets none. The key is never in the warning.
+func TestCLIKeysWarnings(t *testing.T) {
+	t.Parallel()
+	f := newCLIFixture(t)
+	create := func(args ...string) (stdout, stderr string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := run(t.Context(), append(append([]string{"keys", "create"}, args...), "--config", f.config), f.getenv, &out, &errOut); err != nil {
+			t.Fatalf("keys create %v: %v", args, err)
+		}
+		return out.String(), errOut.String()
+	}
+	out, warn := create("--user", "nobody", "--json")
+	var created struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("stdout is not the JSON alone: %v: %q", err, out)
+	}
+	if !strings.Contains(warn, "warning: nobody has no connection yet") || !strings.Contains(warn, "academy-gateway connections authorize nobody") {
+		t.Errorf("stderr %q, want a warning naming the onboarding command", warn)
+	}
+	if strings.Contains(warn, created.Key) {
+		t.Error("the warning carries the key")
+	}
+
+	conn := tokens.Connection{User: "carol", Scopes: []string{"connect", "read"}}.WithGrant(simGrant(t, f.simURL, "john"))
+	if _, err := f.store.PutConnection(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, warn := create("--user", "carol"); strings.Contains(warn, "warning:") { // the audit line stays
+		t.Errorf("a connected user got the warning %q", warn)
+	}
+	conn.User, conn.Status = "dave", tokens.StatusReauthRequired
+	if _, err := f.store.PutConnection(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, warn := create("--user", "dave"); !strings.Contains(warn, "needs reauthorization") {
+		t.Errorf("a user in reauth_required got %q, want the reauthorization warning", warn)
+	}
 }
 
 // simGrant walks the simulator's code flow directly and returns a live token pair of the demo
@@ -466,7 +508,7 @@ func closedPortURL(t *testing.T) string {
 }
 
 // TestCLIExitCodes: usage and configuration mistakes exit 2 with a message naming the flag or
-// key; other failures exit 1 (SPEC §2). None of these needs Redis, except that a store that
+// key; other failures exit 1 (docs/reference.md §2). None of these needs Redis, except that a store that
 // cannot be reached is a failure, not a usage error.
 func TestCLIExitCodes(t *testing.T) {
 	t.Parallel()
@@ -496,10 +538,14 @@ redis:
 		{name: "keys create bad --user", args: []string{"keys", "create", "--user", "a{b}"}, code: 2, msg: "--user"},
 		{name: "keys create bad --scopes", args: []string{"keys", "create", "--user", "alice", "--scopes", "read,admin"}, code: 2, msg: `"admin"`},
 		{name: "keys create bad --key", args: []string{"keys", "create", "--user", "alice", "--key", "agw_typo"}, code: 2, msg: "--key"},
+		{name: "keys create --key agw_abc says what a key is", args: []string{"keys", "create", "--user", "alice", "--key", "agw_abc"}, code: 2, msg: "--key: malformed API key: " + tokens.KeyRule},
+		{name: "keys create --key of 3 characters", args: []string{"keys", "create", "--user", "alice", "--key", "abc"}, code: 2, msg: "12 to 512 printable ASCII characters"},
+		{name: "keys create --key from an unset variable", args: []string{"keys", "create", "--user", "alice", "--key", ""}, code: 2, msg: "--key is empty (an unset variable?)"},
+		{name: "keys create --key= empty", args: []string{"keys", "create", "--user", "alice", "--key="}, code: 2, msg: "--key is empty"},
 		{name: "keys create unknown flag", args: []string{"keys", "create", "--user", "alice", "--bogus"}, code: 2, msg: "bogus"},
-		{name: "keys revoke without id", args: []string{"keys", "revoke"}, code: 2, msg: "want one key id"},
+		{name: "keys revoke without id", args: []string{"keys", "revoke"}, code: 2, msg: "keys revoke: missing ID"},
 		{name: "connections without subcommand", args: []string{"connections"}, bare: true, code: 2, msg: "connections: want"},
-		{name: "connections show without user", args: []string{"connections", "show"}, code: 2, msg: "want one user id"},
+		{name: "connections show without user", args: []string{"connections", "show"}, code: 2, msg: "connections show: missing USER"},
 		{name: "connections list with argument", args: []string{"connections", "list", "alice"}, code: 2, msg: "takes no arguments"},
 		{name: "connections unknown subcommand", args: []string{"connections", "purge", "alice"}, code: 2, msg: `"purge"`},
 		{
@@ -641,4 +687,116 @@ func TestCLIVersionAndHelp(t *testing.T) {
 			t.Errorf("help lacks %q:\n%s", cmd, stdout.String())
 		}
 	}
+}
+
+// TestCLIUsage: every command's --help succeeds on stdout with its synopsis (positional
+// arguments shown); the command groups and the program answer --help too; junk arguments and
+// unknown flags are usage errors reported once (exit 2), nothing printed by the flag package.
+func TestCLIUsage(t *testing.T) {
+	t.Parallel()
+	type helpCase struct {
+		args []string
+		want string // the first line of stdout
+	}
+	helps := []helpCase{
+		{args: []string{"--help"}, want: "usage: academy-gateway <command> [flags] [arguments]"},
+		{args: []string{"-h"}, want: "usage: academy-gateway <command> [flags] [arguments]"},
+		{args: []string{"help"}, want: "usage: academy-gateway <command> [flags] [arguments]"},
+		{args: []string{"keys", "--help"}, want: "usage: academy-gateway keys <subcommand> [flags] [arguments]"},
+		{args: []string{"connections", "-h"}, want: "usage: academy-gateway connections <subcommand> [flags] [arguments]"},
+		{args: []string{"help", "keys", "revoke"}, want: "usage: academy-gateway keys revoke [flags] ID"},
+	}
+	for _, c := range commands {
+		helps = append(helps, helpCase{args: append(strings.Fields(c.name), "--help"), want: "usage: " + usageLine(c)})
+	}
+	for _, tt := range helps {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(t.Context(), tt.args, mapEnv(nil), &stdout, &stderr); err != nil {
+				t.Fatalf("exit status %d: %v", exitCode(err, io.Discard), err)
+			}
+			if first, _, _ := strings.Cut(stdout.String(), "\n"); first != tt.want {
+				t.Errorf("first line %q, want %q\n%s", first, tt.want, stdout.String())
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("stderr %q, want nothing", stderr.String())
+			}
+		})
+	}
+	if out := runCLI(t, mapEnv(nil), "keys", "create", "--help"); !strings.Contains(out, "--user USER") || !strings.Contains(out, "--key KEY") {
+		t.Errorf("keys create --help does not show --user USER and --key KEY:\n%s", out)
+	}
+	if out := runCLI(t, mapEnv(nil), "--version"); !strings.HasPrefix(out, "academy-gateway ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("--version printed %q", out)
+	}
+
+	junk := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"version", "--bogus"}, "version: unknown flag --bogus (see academy-gateway version --help)"},
+		{[]string{"version", "extra"}, `version: takes no arguments, got "extra"`},
+		{[]string{"serve", "extra"}, `serve: takes no arguments, got "extra"`},
+		{[]string{"check-config", "extra"}, `check-config: takes no arguments, got "extra"`},
+		{[]string{"keys", "create", "alice"}, `keys create: takes no arguments, got "alice" (usage: academy-gateway keys create --user USER [flags])`},
+		{[]string{"keys", "revoke", "a", "b"}, `keys revoke: unexpected argument "b" (usage: academy-gateway keys revoke [flags] ID)`},
+		{[]string{"connections", "show", "alice", "bob"}, `connections show: unexpected argument "bob"`},
+		{[]string{"connections", "show", "a{b}"}, `connections show: "a{b}" is not a user id`},
+		{[]string{"sim", "--minute", "soon"}, `sim: invalid value "soon" for flag -minute`},
+		{[]string{"demo", "--bogus"}, "demo: unknown flag --bogus"},
+		{[]string{"keys", "list", "--bogus"}, "keys list: unknown flag --bogus"},
+		{[]string{"--bogus"}, `unknown command "--bogus" (see academy-gateway --help)`},
+	}
+	for _, tt := range junk {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tt.args, mapEnv(nil), &stdout, &stderr)
+			wantExit(t, err, 2, tt.msg)
+			if stdout.Len() != 0 || stderr.Len() != 0 {
+				t.Errorf("printed stdout %q stderr %q besides the error, want nothing (the error is printed once, by main)", stdout.String(), stderr.String())
+			}
+		})
+	}
+	t.Run("a positional after --", func(t *testing.T) {
+		f, _ := env{stdout: io.Discard, stderr: io.Discard}.newFlags("keys revoke")
+		pos, err := parse(f, []string{"--", "-dash-id"})
+		if err != nil || !slices.Equal(pos, []string{"-dash-id"}) {
+			t.Errorf("parse(-- -dash-id) = %q, %v; want the argument", pos, err)
+		}
+	})
+}
+
+// TestCLIEnvironment: the README's exports work with no configuration file, and a mistyped
+// ACADEMY_GATEWAY_* variable in the process environment is a configuration error naming it
+// (exit 2), as main passes the environment.
+func TestCLIEnvironment(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{
+		"ACADEMY_CLIENT_ID": "readme-id", "ACADEMY_CLIENT_SECRET": "readme-secret-value",
+		"ACADEMY_GATEWAY_ENCRYPTION_KEY": cliEncryptionKey, "ACADEMY_GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
+	}
+	environ := func(m map[string]string) func() []string {
+		return func() []string {
+			var out []string
+			for k, v := range m {
+				out = append(out, k+"="+v)
+			}
+			return out
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	e := env{getenv: mapEnv(vars), environ: environ(vars), stdout: &stdout, stderr: &stderr}
+	if err := e.run(t.Context(), []string{"check-config"}); err != nil {
+		t.Fatalf("check-config with the README's variables and no file: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "client_id: readme-id") || strings.Contains(stdout.String(), "readme-secret-value") {
+		t.Errorf("check-config printed:\n%s", stdout.String())
+	}
+
+	typo := map[string]string{"ACADEMY_GATEWAY_REDIS_URLL": "redis://127.0.0.1:6379/0"}
+	for k, v := range vars {
+		typo[k] = v
+	}
+	e = env{getenv: mapEnv(typo), environ: environ(typo), stdout: io.Discard, stderr: io.Discard}
+	wantExit(t, e.run(t.Context(), []string{"check-config"}), 2, "ACADEMY_GATEWAY_REDIS_URLL: unknown environment variable")
 }

@@ -23,9 +23,9 @@ import (
 // simulator, the gateway, a demo user onboarded through the real OAuth2 flow and an API key.
 func (e env) demo(ctx context.Context, args []string) error {
 	fs, _ := e.newFlags("demo")
-	proxyAddr := fs.String("proxy-listen", "127.0.0.1:8080", "gateway proxy listener")
-	opsAddr := fs.String("ops-listen", "127.0.0.1:9090", "gateway ops listener (metrics, health, admin)")
-	simAddr := fs.String("sim-listen", "127.0.0.1:0", "Academy simulator listener")
+	proxyAddr := fs.String("proxy-listen", "127.0.0.1:8080", "gateway proxy listener `ADDR`")
+	opsAddr := fs.String("ops-listen", "127.0.0.1:9090", "gateway ops listener `ADDR` (metrics, health, admin)")
+	simAddr := fs.String("sim-listen", "127.0.0.1:0", "Academy simulator listener `ADDR`")
 	minute := fs.Duration("minute", 2*time.Second, "how long one Academy minute lasts; tokens live 5 minutes")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -44,13 +44,13 @@ func (e env) demo(ctx context.Context, args []string) error {
 	gatewayURL := "http://" + proxyLn.Addr().String()
 
 	cfg := demoConfig(simURL, gatewayURL, *minute)
-	log := newLogger(cfg.Log, e.stderr)
+	log := e.logger(cfg.Log)
 	defer log.Sync()
 	simSrv := &http.Server{Handler: sim.New(sim.Options{Minute: *minute}), ReadHeaderTimeout: 10 * time.Second}
 	go simSrv.Serve(simLn)
 	defer simSrv.Close()
 
-	a, err := newApp(cfg, log, appOptions{managerInterval: 5 * *minute})
+	a, err := newApp(cfg, log, appOptions{managerInterval: 5 * *minute, embeddedRedis: true})
 	if err != nil {
 		proxyLn.Close()
 		opsLn.Close()
@@ -60,7 +60,7 @@ func (e env) demo(ctx context.Context, args []string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- a.serve(ctx, proxyLn, opsLn) }()
 
-	link, _, err := a.onboard.Authorize(ctx, "demo")
+	link, _, err := a.onboard.Authorize(ctx, "demo", false)
 	if err == nil {
 		err = onboardViaHTTP(ctx, link, "john")
 	}
@@ -122,8 +122,13 @@ func randomB64(n int) string {
 // follows the gateway's redirect to the Academy's consent page, picks the Academy user (the
 // simulator's sim_user choice), and follows the redirects back to the gateway's callback.
 func onboardViaHTTP(ctx context.Context, link, academyUser string) error {
+	return onboardThrough(ctx, http.DefaultTransport, link, academyUser)
+}
+
+// onboardThrough is onboardViaHTTP over a given transport (tests pass one that trusts their CA).
+func onboardThrough(ctx context.Context, rt http.RoundTripper, link, academyUser string) error {
 	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, Timeout: 10 * time.Second,
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := get(ctx, client, link)
 	if err != nil {

@@ -167,4 +167,11 @@ func TestDemoBinary(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("demo still running 10 s after SIGINT\nstderr:\n%s", stderr.String())
 	}
+	// demo chooses the embedded Redis itself: nothing to warn about; stderr is a pipe: no colour.
+	if logs := stderr.String(); strings.Contains(logs, "redis.url is empty") || strings.Contains(logs, "WARN") {
+		t.Errorf("demo warned about its own embedded Redis:\n%s", logs)
+	}
+	if logs := stderr.String(); strings.Contains(logs, "\x1b[") {
+		t.Errorf("demo wrote colour codes to a pipe:\n%q", logs)
+	}
 }

@@ -1,5 +1,5 @@
 // Command academy-gateway is an auth gateway that lets legacy Make App Academy API v1 callers
-// (x-api-key) reach the Academy API v2 (OAuth2) unchanged. See README.md and SPEC.md.
+// (x-api-key) reach the Academy API v2 (OAuth2) unchanged. See README.md and docs/reference.md.
 package main
 
 import (
@@ -10,11 +10,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	rl := &redisLog{}
+	redis.SetLogger(rl) // process-wide, so set here once; see redisLog
+	e := env{getenv: os.Getenv, environ: os.Environ, stdout: os.Stdout, stderr: os.Stderr, redisLog: rl}
+	err := e.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
 }
@@ -27,7 +32,7 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// exitCode prints err and maps it to the exit status of SPEC §2: 0 ok, 2 usage or
+// exitCode prints err and maps it to the exit status of docs/reference.md §2: 0 ok, 2 usage or
 // configuration, 1 anything else.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {

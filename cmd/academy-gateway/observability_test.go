@@ -23,11 +23,12 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// Observability end to end (SPEC §5, §7, §8): what the ops listener exports while real traffic
+// Observability end to end (docs/reference.md §5, §7, §8): what the ops listener exports while real traffic
 // flows through a replica backed by a real redis-server and the Academy simulator, checked by
 // parsing the exposition, by promtool and by a real Prometheus scraping it; and that no secret
 // ever shows in logs, metrics, error bodies, admin answers or check-config.
@@ -186,7 +187,7 @@ func obsKnownSequence(t *testing.T, s *stack, r *replica, user, key, academyID s
 	return before, after
 }
 
-// TestMetricsMoveForKnownSequence: after a known sequence of requests, every series of SPEC §7
+// TestMetricsMoveForKnownSequence: after a known sequence of requests, every series of docs/reference.md §7
 // holds exactly what that sequence implies, the Go and process collectors are there, and no
 // label (indeed no byte of the exposition) carries the user, the key or a token.
 func TestMetricsMoveForKnownSequence(t *testing.T) {
@@ -287,7 +288,7 @@ func TestMetricsMoveForKnownSequence(t *testing.T) {
 }
 
 // TestPromtoolCheckMetricsLive: `promtool check metrics` accepts the live exposition after real
-// traffic (SPEC §7).
+// traffic (docs/reference.md §7).
 func TestPromtoolCheckMetricsLive(t *testing.T) {
 	t.Parallel()
 	promtool := obsNeedTool(t, "promtool", "prometheus")
@@ -464,19 +465,21 @@ type obsText struct {
 	allow []string // names of secrets this text legitimately carries
 }
 
-// TestRedaction: SPEC §8. Traffic touches every path (forwarded requests, every proxy error,
+// TestRedaction: docs/reference.md §8. Traffic touches every path (forwarded requests, every proxy error,
 // onboarding success and failures, refreshes, the admin API with and without the admin token);
 // then no secret (client secret, admin token, encryption key, API keys, access and refresh
 // tokens, onboarding tickets, states and codes) shows in the logs, the metrics, any error body,
 // any admin answer (except the one created key and the one issued link in their own answers),
-// or the output of check-config.
+// or the output of check-config; nor in a webhook delivery (headers and body) or an audit line.
 func TestRedaction(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, time.Minute)
 	adminToken := "agw-admin-" + rand.Text()
 	s.cfg.Security.AdminToken = adminToken
 	s.cfg.Log.Level = "debug"
-	r := s.start(nil)
+	hooks := newHookReceiver(t)
+	withWebhooks(s, hooks)
+	r := s.startWith(nil, fastHooks)
 	john, jane := s.sim.Users()[0], s.sim.Users()[1]
 
 	secrets := map[string]string{} // name → value
@@ -492,6 +495,8 @@ func TestRedaction(t *testing.T) {
 
 	add("client secret", s.cfg.OAuth.ClientSecret)
 	add("admin token", adminToken)
+	add("webhook secret", hooks.secret)
+	add("webhook signing key", strings.TrimPrefix(hooks.secret, "whsec_"))
 	for i, k := range s.cfg.Security.EncryptionKeys {
 		add("encryption key "+strconv.Itoa(i), k)
 	}
@@ -661,6 +666,26 @@ func TestRedaction(t *testing.T) {
 		t.Errorf("DELETE /admin/keys/%s = %d %s", created.ID, resp.StatusCode, body)
 	}
 	see("admin answer: delete key", obsHeaderText(resp.Header)+body)
+	resp, body = obsFetch(t, "DELETE", r.opsURL+"/admin/connections/erin", good, "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("DELETE /admin/connections/erin = %d %s", resp.StatusCode, body)
+	}
+
+	// Every lifecycle event was delivered; the receiver saw headers and bodies.
+	pollUntil(t, "every webhook delivered", func() bool {
+		n, err := r.app.queue.Pending(t.Context())
+		return err == nil && n == 0
+	})
+	seenTypes := map[string]bool{}
+	for _, e := range hooks.all() {
+		seenTypes[e.Type] = true
+		see("webhook delivery "+e.Type, e.Raw)
+	}
+	for _, typ := range config.Events {
+		if !seenTypes[typ] {
+			t.Errorf("no %s webhook was delivered: the traffic missed a path", typ)
+		}
+	}
 
 	// check-config on the very configuration the replica runs.
 	var out, errOut bytes.Buffer
@@ -684,7 +709,8 @@ func TestRedaction(t *testing.T) {
 		`"outcome":"reauthorization_required"`, `"msg":"user connected"`, `"msg":"onboarding refused"`,
 		`"msg":"token refreshed"`, `"msg":"refresh token rejected; connection needs re-authorization"`,
 		`"msg":"admin request failed"`, `"msg":"api key created"`, `"msg":"onboarding link issued"`,
-		`"msg":"api key revoked"`,
+		`"msg":"api key revoked"`, `"logger":"audit"`, `"action":"key.created"`, `"action":"link.issued"`,
+		`"action":"key.revoked"`, `"action":"connection.revoked"`,
 	} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the logs have no %s: the traffic missed a path", want)
@@ -714,7 +740,7 @@ func obsHeaderText(h http.Header) string {
 	return b.String() + "\n"
 }
 
-// TestHealthAndReadiness: SPEC §5 and §6. /healthz answers while the process serves; /readyz
+// TestHealthAndReadiness: docs/reference.md §5 and §6. /healthz answers while the process serves; /readyz
 // follows Redis. With Redis gone, a user whose key and connection are cached is still served,
 // and a key never seen gets 503 token_store_unavailable with Retry-After.
 func TestHealthAndReadiness(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// End-to-end onboarding (SPEC §4, onboarding paragraph): a browser with a cookie jar walks the
+// End-to-end onboarding (docs/reference.md §4, onboarding paragraph): a browser with a cookie jar walks the
 // OAuth2 authorization-code flow through the real gateway, the simulator and a real Redis.
 
 // onboardCookie is the name of the gateway's onboarding cookie (onboard.cookieName).
@@ -66,7 +66,7 @@ func (b *onboardBrowser) get(u string) (*http.Response, string) {
 	return resp, string(body)
 }
 
-// open opens an onboarding link and checks what SPEC §4 promises of it: a 302 to the Academy's
+// open opens an onboarding link and checks what docs/reference.md §4 promises of it: a 302 to the Academy's
 // consent page with response_type, client_id, redirect_uri, scope and state, and a short-lived
 // HttpOnly, SameSite=Lax cookie scoped to the callback path. It returns the consent URL.
 func (b *onboardBrowser) open(s *stack, r *replica, link string) *url.URL {
@@ -156,7 +156,13 @@ func (b *onboardBrowser) consent(r *replica, consentURL *url.URL, extra url.Valu
 // returns the callback's status and page.
 func (b *onboardBrowser) onboard(s *stack, r *replica, user, academyUser string) (int, string) {
 	b.t.Helper()
-	cb := b.consent(r, b.open(s, r, authorizeLink(b.t, r, user)), url.Values{"sim_user": {academyUser}})
+	return b.onboardLink(s, r, authorizeLink(b.t, r, user), academyUser)
+}
+
+// onboardLink walks the flow from an issued link as the simulator's academyUser.
+func (b *onboardBrowser) onboardLink(s *stack, r *replica, link, academyUser string) (int, string) {
+	b.t.Helper()
+	cb := b.consent(r, b.open(s, r, link), url.Values{"sim_user": {academyUser}})
 	resp, body := b.get(cb.String())
 	checkHTMLPage(b.t, resp)
 	return resp.StatusCode, body
@@ -165,7 +171,13 @@ func (b *onboardBrowser) onboard(s *stack, r *replica, user, academyUser string)
 // authorizeLink issues user's onboarding link as `connections authorize` does.
 func authorizeLink(t *testing.T, r *replica, user string) string {
 	t.Helper()
-	link, exp, err := r.app.onboard.Authorize(t.Context(), user)
+	return authorizeLinkWith(t, r, user, false)
+}
+
+// authorizeLinkWith issues user's link, with newIdentity as `connections authorize --new-identity`.
+func authorizeLinkWith(t *testing.T, r *replica, user string, newIdentity bool) string {
+	t.Helper()
+	link, exp, err := r.app.onboard.Authorize(t.Context(), user, newIdentity)
 	if err != nil {
 		t.Fatalf("authorize %s: %v", user, err)
 	}
@@ -535,7 +547,7 @@ func TestOnboardReplacesConnection(t *testing.T) {
 		invalidations         int // invalidate calls the gateway makes
 	}{
 		{"same Academy account", "john", "John Doe", 0},
-		{"another Academy account", "jane", "Jane Black", 1},
+		{"another Academy account (--new-identity)", "jane", "Jane Black", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -549,7 +561,8 @@ func TestOnboardReplacesConnection(t *testing.T) {
 			old := mustConnection(t, r, "alice")
 			before := s.sim.Stats()
 
-			status, body := newOnboardBrowser(t).onboard(s, r, "alice", tt.again)
+			link := authorizeLinkWith(t, r, "alice", tt.again != "john")
+			status, body := newOnboardBrowser(t).onboardLink(s, r, link, tt.again)
 			wantPage(t, status, body, http.StatusOK, tt.wantName)
 
 			now := mustConnection(t, r, "alice")

@@ -27,7 +27,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// Resilience end to end (SPEC §4 steps 3, 5, 6 and §6): what callers see while Redis restarts,
+// Resilience end to end (docs/reference.md §4 steps 3, 5, 6 and §6): what callers see while Redis restarts,
 // while the Academy is slow, down or refusing refreshes, when a caller hangs up, and while a
 // replica shuts down. Everything runs on 127.0.0.1 against real processes; every wait is a
 // bounded poll.
@@ -239,7 +239,7 @@ type resAnswer struct {
 	Code   string // empty: no gateway error body
 }
 
-// resErrorBody is the gateway's JSON error of SPEC §4 step 6.
+// resErrorBody is the gateway's JSON error of docs/reference.md §4 step 6.
 type resErrorBody struct {
 	Error struct {
 		Code      string `json:"code"`
@@ -270,7 +270,7 @@ func resGet(t *testing.T, ctx context.Context, url, key string) (*http.Response,
 }
 
 // resAsk sends GET url and returns the answer; a gateway error (status ≥ 400) must be the JSON
-// of SPEC §4 step 6, with a message and a request id.
+// of docs/reference.md §4 step 6, with a message and a request id.
 func resAsk(t *testing.T, url, key string) (resAnswer, *http.Response) {
 	t.Helper()
 	resp, body, err := resGet(t, context.Background(), url, key)
@@ -357,7 +357,7 @@ func resAcademyID(t *testing.T, s *stack, first string) string {
 // ---------------------------------------------------------------------------------------------
 // TestRedisRestartRecovers.
 
-// TestRedisRestartRecovers: SPEC §6. Redis is killed under two replicas and started again on the
+// TestRedisRestartRecovers: docs/reference.md §6. Redis is killed under two replicas and started again on the
 // same port. While it is away, the warm user is served from the cache (even past the cache's
 // TTL), an unknown key gets 503 token_store_unavailable with Retry-After and /readyz says 503.
 // Once it is back, /readyz recovers, the data is still there, and a revocation reaches a replica
@@ -533,7 +533,7 @@ func resClientGone(t *testing.T, e *resEnv) resAnswer {
 	return resAnswer{}
 }
 
-// TestAcademyFailuresAreClassified: SPEC §4 steps 3, 5 and 6. Each way the Academy can fail ends
+// TestAcademyFailuresAreClassified: docs/reference.md §4 steps 3, 5 and 6. Each way the Academy can fail ends
 // in its own answer and metric; none crashes the gateway.
 func TestAcademyFailuresAreClassified(t *testing.T) {
 	t.Parallel()

@@ -16,7 +16,7 @@ import (
 // TestRevocationReachesEveryReplica: three gateways share one Redis and cache keys and
 // connections for an hour, so only the invalidation channel can make them notice. A key revoked
 // through one replica's admin API, and a connection revoked through the CLI, are refused by every
-// replica within SPEC §5's one second. The latencies of 20 key revocations are logged.
+// replica within docs/reference.md §5's one second. The latencies of 20 key revocations are logged.
 func TestRevocationReachesEveryReplica(t *testing.T) {
 	s := newStack(t, time.Minute)
 	s.cfg.Security.AdminToken = "admin-secret-token"

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"runtime/debug"
+	"slices"
 
 	"github.com/academy-gateway/academy-gateway/config"
 )
@@ -14,34 +15,35 @@ import (
 // version is set at build time with -ldflags "-X main.version=…"; otherwise the module version.
 var version = ""
 
-const usage = `usage: academy-gateway <command> [--config FILE] [flags]
-
-commands:
-  serve                         run the gateway until SIGINT/SIGTERM
-  demo                          embedded Redis + Academy simulator + gateway + a connected demo user
-  sim [--listen ADDR] [--minute DUR]
-                                run the Academy API v2 simulator
-  keys create --user U [--scopes read,write,delete] [--name TEXT] [--key EXISTING] [--json]
-  keys list [--user U] [--json]
-  keys revoke ID
-  connections authorize U [--json]
-  connections list [--json] | connections show U [--json] | connections revoke U
-  check-config                  validate and print the effective configuration (secrets masked)
-  version                       print version, commit and Go version
-`
-
 // env is how the process sees its surroundings; tests pass their own.
 type env struct {
 	getenv func(string) string
-	stdout io.Writer
-	stderr io.Writer
+	// environ lists the environment as NAME=value, for the check of unknown ACADEMY_GATEWAY_*
+	// variables; nil skips that check (run, as tests call it).
+	environ func() []string
+	stdout  io.Writer
+	stderr  io.Writer
+	// redisLog receives go-redis's log lines for the command's logger (nil: go-redis's default).
+	redisLog *redisLog
 }
 
 // run executes one command. It is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	e := env{getenv: getenv, stdout: stdout, stderr: stderr}
+	return env{getenv: getenv, stdout: stdout, stderr: stderr}.run(ctx, args)
+}
+
+// run dispatches args to their command; a --help that was answered is success.
+func (e env) run(ctx context.Context, args []string) error {
+	err := e.dispatch(ctx, args)
+	if errors.Is(err, errHelpShown) {
+		return nil
+	}
+	return err
+}
+
+func (e env) dispatch(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printUsage(e.stderr, "")
 		return usagef("no command given")
 	}
 	cmd, rest := args[0], args[1:]
@@ -56,47 +58,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return e.keys(ctx, rest)
 	case "connections":
 		return e.connections(ctx, rest)
+	case "rekey":
+		return e.rekey(ctx, rest)
 	case "check-config":
 		return e.checkConfig(rest)
-	case "version":
-		v, commit := buildVersion()
-		fmt.Fprintf(stdout, "academy-gateway %s (commit %s, %s)\n", v, commit, runtime.Version())
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	case "version", "--version", "-version":
+		return e.version(rest)
+	case "help", "-h", "--help", "-help":
+		if len(rest) > 0 && !isHelp(rest[0]) { // help CMD [SUB]: that command's --help
+			return e.dispatch(ctx, append(slices.Clone(rest), "--help"))
+		}
+		printUsage(e.stdout, "")
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return usagef("unknown command %q", cmd)
+	return usagef("unknown command %q (see academy-gateway --help)", cmd)
 }
 
-// newFlags returns a flag set for a command, with the --config flag every command takes.
-func (e env) newFlags(name string) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	path := fs.String("config", "", "configuration file (default: $ACADEMY_GATEWAY_CONFIG, else ./config.yaml, else built-in defaults)")
-	return fs, path
-}
-
-// parse parses args (flags may follow positional arguments) and returns the positionals.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err} // including -h: usage was printed, exit 2
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+// version is the version command (also --version).
+func (e env) version(args []string) error {
+	fs, _ := e.newFlags("version")
+	if _, err := parse(fs, args); err != nil {
+		return err
 	}
+	v, commit := buildVersion()
+	fmt.Fprintf(e.stdout, "academy-gateway %s (commit %s, %s)\n", v, commit, runtime.Version())
+	return nil
 }
 
 // loadConfig resolves and loads the configuration; its errors are usage errors (exit 2).
 func (e env) loadConfig(path string) (config.Config, error) {
-	cfg, err := config.Load(config.Path(path, e.getenv), e.getenv)
+	var environ []string
+	if e.environ != nil {
+		environ = e.environ()
+	}
+	cfg, err := config.LoadEnv(config.Path(path, e.getenv), e.getenv, environ)
 	if err != nil {
 		return config.Config{}, usageError{err}
 	}

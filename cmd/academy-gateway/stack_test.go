@@ -135,7 +135,7 @@ func (s *stack) connect(r *replica, user, academyUser string, scopes ...string) 
 	t := s.t
 	t.Helper()
 	ctx := context.Background()
-	link, _, err := r.app.onboard.Authorize(ctx, user)
+	link, _, err := r.app.onboard.Authorize(ctx, user, false)
 	if err != nil {
 		t.Fatalf("authorize %s: %v", user, err)
 	}

@@ -15,7 +15,9 @@ import (
 // TestGatewayOverTopologies: a replica configured with redis.addrs (and redis.master_name) runs
 // the real flow over a Redis Cluster and over a Sentinel-managed master: a user connects, a GET
 // goes through, /readyz is ready, and a token the Academy refuses is refreshed through that
-// store.
+// store. Lifecycle state that lives beside the records in other hash slots works too: a consent
+// for alice's Academy account by carol marks alice replaced through the identity index, and the
+// webhooks go out through the stream.
 func TestGatewayOverTopologies(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -42,9 +44,11 @@ func TestGatewayOverTopologies(t *testing.T) {
 			t.Parallel()
 			addrs, masterName, rdb := tc.start(t)
 			s := newStack(t, time.Minute) // its single redis-server stays unused
+			hooks := newHookReceiver(t)
+			withWebhooks(s, hooks)
 			r := s.startWith(func(c *config.Config) {
 				c.Redis.URL, c.Redis.Addrs, c.Redis.MasterName = "", addrs, masterName
-			}, appOptions{managerInterval: time.Hour})
+			}, fastHooks)
 			key := s.connect(r, "alice", "john", "read")
 			john := s.sim.Users()[0]
 
@@ -85,6 +89,14 @@ func TestGatewayOverTopologies(t *testing.T) {
 				t.Errorf("simulator saw %d refreshes and %d reused refresh tokens, want 1 and 0",
 					stats.Refreshes-refreshes, stats.ReusedRefreshTokens)
 			}
+
+			s.connect(r, "carol", "john", "read")
+			if c := mustConnection(t, r, "alice"); c.Status != "reauth_required" {
+				t.Errorf("alice after carol consented as John = %q, want reauth_required", c.Status)
+			}
+			hooks.waitFor("connection.reauth_required", map[string]any{"user": "alice", "reason": "replaced"})
+			hooks.waitFor("connection.connected", map[string]any{"user": "carol", "replaced": false,
+				"academy_user": map[string]any{"id": john.ID, "user": "John Doe"}})
 		})
 	}
 }

@@ -1,11 +1,13 @@
-// Package redistest starts real Redis deployments for integration tests: a single redis-server,
-// a three-master Cluster, or a master watched by a Sentinel. Every process is fresh, on free
+// Package redistest starts real Redis deployments for integration tests: a single redis-server
+// (plain or TLS-only), a three-master Cluster, or a master watched by a Sentinel. Every process is fresh, on free
 // loopback ports, without persistence, and stopped when the test ends.
 package redistest
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -27,15 +29,22 @@ type Server struct {
 	// Addr is its 127.0.0.1:port address.
 	Addr string
 	cmd  *exec.Cmd
+	// tls, when set, is how a client reaches a server started by StartTLS.
+	tls *tls.Config
 }
 
-// URL returns the redis:// URL of db 0.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+// URL returns the redis:// URL of db 0 (rediss:// for a server started by StartTLS).
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "rediss://" + s.Addr + "/0"
+	}
+	return "redis://" + s.Addr + "/0"
+}
 
 // Client returns a go-redis client of s, closed when the test ends.
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, TLSConfig: s.tls})
 	tb.Cleanup(func() { c.Close() })
 	return c
 }
@@ -64,8 +73,36 @@ func Start(tb testing.TB) *Server {
 	s := launch(tb, bin, readyMarker, func(port string) []string {
 		return []string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", dir}
 	})
-	if err := ping(s.Addr); err != nil {
+	if err := ping(s.Addr, nil); err != nil {
 		tb.Fatalf("redis-server on %s: %v", s.Addr, err)
+	}
+	return s
+}
+
+// StartTLS runs a redis-server that speaks only TLS (rediss://; the plain port is off), with the
+// server certificate and key of certFile and keyFile. Clients are not asked for a certificate.
+// caPEM is the CA that signed the certificate: Client trusts it, the code under test must be
+// given it. Debian's redis-server is built with TLS; a build without it fails the test.
+func StartTLS(tb testing.TB, certFile, keyFile string, caPEM []byte) *Server {
+	tb.Helper()
+	bin := need(tb, "redis-server")
+	dir := tb.TempDir()
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		tb.Fatalf("write CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		tb.Fatal("StartTLS: caPEM holds no certificate")
+	}
+	s := launch(tb, bin, readyMarker, func(port string) []string {
+		return []string{"--bind", "127.0.0.1", "--port", "0", "--tls-port", port,
+			"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile,
+			"--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", dir}
+	})
+	s.tls = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	if err := ping(s.Addr, s.tls); err != nil {
+		tb.Fatalf("redis-server (TLS) on %s: %v", s.Addr, err)
 	}
 	return s
 }
@@ -266,8 +303,8 @@ func ready(out io.Reader, marker string) (bool, []string) {
 	return false, tail
 }
 
-func ping(addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
+func ping(addr string, tlsConfig *tls.Config) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tlsConfig})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -18,6 +19,18 @@ const PollInterval = 5 * time.Millisecond
 func Eventually(tb testing.TB, within time.Duration, cond func() error) time.Duration {
 	tb.Helper()
 	return EventuallyEvery(tb, within, PollInterval, cond)
+}
+
+// EventuallyTrue is Eventually for a condition that only says yes or no: the failure names what
+// was awaited.
+func EventuallyTrue(tb testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
+	tb.Helper()
+	return EventuallyEvery(tb, within, PollInterval, func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New("still waiting for " + what)
+	})
 }
 
 // EventuallyEvery is Eventually with another pause between two looks, for conditions that are
