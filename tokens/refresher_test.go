@@ -97,16 +97,37 @@ type replicas struct {
 	be      refreshBackend
 	a, b    *tokens.Refresher
 	academy *fakeAcademy
+	events  *reauthEvents
+}
+
+// reauthEvents records OnReauth calls as "user reason".
+type reauthEvents struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *reauthEvents) record(_ context.Context, user, reason string) {
+	e.mu.Lock()
+	e.got = append(e.got, user+" "+reason)
+	e.mu.Unlock()
+}
+
+func (e *reauthEvents) list() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string{}, e.got...)
 }
 
 func newReplicas(t *testing.T, nb newBackend, prefix string, opts tokens.RefresherOptions) replicas {
 	t.Helper()
 	be := nb(t, prefix)
 	f := newFakeAcademy()
+	events := &reauthEvents{}
+	opts.OnReauth = events.record
 	newRefresher := func(s tokens.RefreshStore) *tokens.Refresher {
 		return tokens.NewRefresher(s, f, metrics.New(prometheus.NewRegistry(), "test"), opts)
 	}
-	return replicas{be: be, a: newRefresher(be.a), b: newRefresher(be.b), academy: f}
+	return replicas{be: be, a: newRefresher(be.a), b: newRefresher(be.b), academy: f, events: events}
 }
 
 // seedExpired stores a connection for user whose access token has expired.
@@ -253,6 +274,9 @@ func runRefresherConformance(t *testing.T, nb newBackend) {
 		if diff := cmp.Diff(academySeen{Calls: 1, Refreshes: 1}, r.academy.seen()); diff != "" {
 			t.Errorf("the Academy saw (-want +got):\n%s", diff)
 		}
+		if diff := cmp.Diff([]string{"carl invalid_grant"}, r.events.list()); diff != "" {
+			t.Errorf("reauth events (-want +got):\n%s", diff)
+		}
 	})
 
 	t.Run("a passing failure keeps the connection", func(t *testing.T) {
@@ -307,6 +331,9 @@ func runRefresherConformance(t *testing.T, nb newBackend) {
 		}
 		if got := r.academy.seen().Calls; got != 1 {
 			t.Errorf("the Academy was asked %d times, want 1", got)
+		}
+		if diff := cmp.Diff([]string{"emil invalid_grant"}, r.events.list()); diff != "" {
+			t.Errorf("reauth events (-want +got):\n%s", diff)
 		}
 	})
 
