@@ -25,6 +25,12 @@ const (
 	OutcomeStoreError        = "store_error"
 )
 
+// Outcomes of a forward-auth check (SPEC §4.1) besides the refusal outcomes above.
+const (
+	OutcomeAllowed   = "allowed"   // the ingress may forward, with the Bearer of the answer
+	OutcomeForbidden = "forbidden" // the check lacked the right X-Gateway-Auth
+)
+
 // Refresh triggers and results, the values of the `trigger` and `result` labels.
 const (
 	TriggerProactive = "proactive"
@@ -57,6 +63,9 @@ type Metrics struct {
 	StoreOperations *prometheus.CounterVec
 	// CacheLookups counts in-process cache lookups on the request path by result (hit, miss).
 	CacheLookups *prometheus.CounterVec
+	// ForwardAuthRequests counts forward-auth checks by the checked method (X-Forwarded-Method),
+	// status code and outcome.
+	ForwardAuthRequests *prometheus.CounterVec
 	// WebhookDeliveries counts webhook delivery attempts by event type and result (success,
 	// retry, failed).
 	WebhookDeliveries *prometheus.CounterVec
@@ -111,6 +120,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "academy_gateway_token_cache_lookups_total",
 			Help: "In-process cache lookups of keys and connections on the request path.",
 		}, []string{"result"}),
+		ForwardAuthRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "academy_gateway_forward_auth_requests_total",
+			Help: "Forward-auth checks answered on the auth listener, by checked method, status code and outcome.",
+		}, []string{"method", "code", "outcome"}),
 		WebhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "academy_gateway_webhook_deliveries_total",
 			Help: "Webhook delivery attempts by event type and result (success, retry, failed).",
@@ -127,7 +140,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamDuration, m.TokenRefreshes,
 		m.TokenRefreshDuration, m.RefreshLockWait, m.connections, m.StoreOperations,
-		m.CacheLookups, m.WebhookDeliveries, m.webhookPending, buildInfo,
+		m.CacheLookups, m.ForwardAuthRequests, m.WebhookDeliveries, m.webhookPending, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series exist from the start, so rate() and increase() count the first event after a restart.

@@ -68,6 +68,11 @@ func record(m *metrics.Metrics) {
 	m.CacheLookups.WithLabelValues("miss").Inc()
 	m.CacheLookups.WithLabelValues("miss").Inc()
 
+	for range 2 {
+		m.ForwardAuthRequests.WithLabelValues("GET", "200", metrics.OutcomeAllowed).Inc()
+	}
+	m.ForwardAuthRequests.WithLabelValues("DELETE", "403", metrics.OutcomeInsufficientScope).Inc()
+	m.ForwardAuthRequests.WithLabelValues("GET", "403", metrics.OutcomeForbidden).Inc()
 	m.WebhookDeliveries.WithLabelValues("connection.connected", metrics.WebhookSuccess).Inc()
 	m.WebhookDeliveries.WithLabelValues("connection.reauth_required", metrics.WebhookRetry).Inc()
 	m.WebhookDeliveries.WithLabelValues("connection.reauth_required", metrics.WebhookRetry).Inc()
@@ -87,6 +92,7 @@ var goldens = []struct {
 		"academy_gateway_connections",
 		"academy_gateway_token_store_operations_total",
 		"academy_gateway_token_cache_lookups_total",
+		"academy_gateway_forward_auth_requests_total",
 		"academy_gateway_webhook_deliveries_total",
 		"academy_gateway_webhook_pending",
 	}},

@@ -20,7 +20,6 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/metrics"
-	"github.com/academy-gateway/academy-gateway/scope"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -59,6 +58,7 @@ const MaxReplayBody = 1 << 20
 
 // Handler is the proxy listener's handler for everything but onboarding.
 type Handler struct {
+	decider
 	tokens Tokens
 	opts   Options
 	rp     *httputil.ReverseProxy
@@ -77,7 +77,7 @@ func New(tok Tokens, opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Handler{tokens: tok, opts: opts, ids: newRequestIDs(),
+	h := &Handler{decider: newDecider(tok, opts.StripPrefixes, opts.StaticUser), tokens: tok, opts: opts, ids: newRequestIDs(),
 		base: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/")}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
@@ -91,14 +91,10 @@ func New(tok Tokens, opts Options) *Handler {
 
 // exchange is the per-request state shared by the handler, the transport and the access log.
 type exchange struct {
-	requestID  string
-	user       string
-	keyID      string
-	path       string // escaped path to forward, after prefix stripping
-	conn       tokens.Connection
+	requestID string
+	decision
 	replay     []byte // the request body, when small enough to send again
 	replayable bool
-	refreshed  bool
 	upstream   time.Duration
 	outcome    string
 }
@@ -124,44 +120,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, x *exchange) error {
 	ctx := r.Context()
-	var key tokens.APIKey
-	if h.opts.StaticUser != "" {
-		x.user = h.opts.StaticUser
-	} else {
-		vals := r.Header.Values("X-Api-Key")
-		if len(vals) != 1 {
-			return tokens.ErrUnknownKey
-		}
-		var err error
-		if key, err = h.tokens.LookupKey(ctx, vals[0]); err != nil {
-			return err
-		}
-		x.user, x.keyID = key.User, key.ID
-	}
-
-	raw := r.URL.EscapedPath()
-	if !cleanPath(raw) {
-		return badRequest("The request path has dot segments, empty segments or encoded separators.", nil)
-	}
-	x.path = stripPrefix(raw, h.opts.StripPrefixes)
-	need, ok := scope.ForRequest(r.Method, x.path)
-	if !ok {
-		return methodNotAllowed(r.Method)
-	}
-	if need != "" && !key.Allows(need) {
-		return insufficient(need, "this API key")
-	}
-	conn, err := h.tokens.Connection(ctx, x.user)
-	if err != nil {
-		return err
-	}
-	if conn.Status == tokens.StatusReauthRequired {
-		return tokens.ErrReauthRequired
-	}
-	if need != "" && !conn.HasScope(need) {
-		return insufficient(need, "the user's Academy connection")
-	}
-	if x.conn, x.refreshed, err = h.tokens.Token(ctx, conn); err != nil {
+	if err := h.decide(ctx, r.Method, r.URL.EscapedPath(), r.Header.Values("X-Api-Key"), &x.decision); err != nil {
 		return err
 	}
 	if err := keepForReplay(r, x); err != nil {

@@ -215,6 +215,35 @@ func (a *app) proxyHandler() http.Handler {
 	return r
 }
 
+// authHandler serves the auth listener: forward-auth checks of an ingress (SPEC §4.1), decided
+// as the proxy listener decides.
+func (a *app) authHandler() http.Handler {
+	opts := proxy.ForwardAuthOptions{
+		StripPrefixes: a.cfg.Upstream.StripPrefixes,
+		Token:         a.cfg.Security.ForwardAuthToken,
+		Metrics:       a.m,
+		Logger:        a.log.Named("forward_auth"),
+	}
+	if a.cfg.Identity.Mode == config.ModeStatic {
+		opts.StaticUser = a.cfg.Identity.StaticUser
+	}
+	return proxy.NewForwardAuth(a.mgr, opts)
+}
+
+// loopbackAddr reports whether a listen address ("host:port") can only be reached from this
+// machine: an empty host listens on every interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // opsHandler serves the ops listener: metrics, health and (when enabled) the admin API.
 func (a *app) opsHandler() http.Handler {
 	r := mux.NewRouter()
@@ -250,9 +279,9 @@ func redisCause(err error) error {
 	return err
 }
 
-// serve runs both listeners and the token manager until ctx ends, then drains in-flight requests
-// for at most server.shutdown_timeout.
-func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
+// serve runs the listeners (authLn, the forward-auth listener, only when not nil) and the token
+// manager until ctx ends, then drains in-flight requests for at most server.shutdown_timeout.
+func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) error {
 	newServer := func(h http.Handler, name string) *http.Server {
 		return &http.Server{
 			Handler:           h,
@@ -265,13 +294,27 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
 	tlsConfig, err := a.listenerTLS(a.opts.tls)
 	if err != nil {
-		proxyLn.Close()
-		opsLn.Close()
+		for _, ln := range []net.Listener{proxyLn, opsLn, authLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
 		return err
 	}
-	servers[0].TLSConfig = tlsConfig // the proxy listener; ops stays plain HTTP
-	errc := make(chan error, 2)
-	for i, ln := range []net.Listener{proxyLn, opsLn} {
+	servers[0].TLSConfig = tlsConfig // the proxy and auth listeners; ops stays plain HTTP
+	lns := []net.Listener{proxyLn, opsLn}
+	if authLn != nil {
+		auth := newServer(a.authHandler(), "auth")
+		auth.TLSConfig = tlsConfig
+		servers, lns = append(servers, auth), append(lns, authLn)
+		if a.cfg.Security.ForwardAuthToken == "" && !loopbackAddr(a.cfg.Listen.Auth) {
+			a.log.Warn("listen.auth is not a loopback address and security.forward_auth_token is empty: "+
+				"anyone who reaches the auth listener gets users' access tokens; restrict it to the ingress",
+				zap.String("auth", authLn.Addr().String()))
+		}
+	}
+	errc := make(chan error, len(servers))
+	for i, ln := range lns {
 		go func() { errc <- serveOn(servers[i], ln) }()
 	}
 	mctx, stopManager := context.WithCancel(ctx)
@@ -282,8 +325,12 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn net.Listener) error {
 	}
 	var once sync.Once
 	background.Go(func() { a.mgr.Watch(mctx, func() { once.Do(func() { close(a.watching) }) }) })
-	a.log.Info("gateway serving", zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
-		zap.Bool("tls", tlsConfig != nil), zap.String("upstream", a.cfg.Upstream.BaseURL))
+	fields := []zap.Field{zap.String("proxy", proxyLn.Addr().String()), zap.String("ops", opsLn.Addr().String()),
+		zap.Bool("tls", tlsConfig != nil), zap.String("upstream", a.cfg.Upstream.BaseURL)}
+	if authLn != nil {
+		fields = append(fields, zap.String("auth", authLn.Addr().String()))
+	}
+	a.log.Info("gateway serving", fields...)
 
 	select {
 	case <-ctx.Done():
@@ -360,5 +407,13 @@ func (e env) serve(ctx context.Context, args []string) error {
 		proxyLn.Close()
 		return fmt.Errorf("listen.ops: %w", err)
 	}
-	return a.serve(ctx, proxyLn, opsLn)
+	var authLn net.Listener
+	if cfg.Listen.Auth != "" {
+		if authLn, err = net.Listen("tcp", cfg.Listen.Auth); err != nil {
+			proxyLn.Close()
+			opsLn.Close()
+			return fmt.Errorf("listen.auth: %w", err)
+		}
+	}
+	return a.serve(ctx, proxyLn, opsLn, authLn)
 }

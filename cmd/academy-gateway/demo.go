@@ -58,7 +58,7 @@ func (e env) demo(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	errc := make(chan error, 1)
-	go func() { errc <- a.serve(ctx, proxyLn, opsLn) }()
+	go func() { errc <- a.serve(ctx, proxyLn, opsLn, nil) }()
 
 	link, _, err := a.onboard.Authorize(ctx, "demo", false)
 	if err == nil {

@@ -36,6 +36,7 @@ type replica struct {
 	app      *app
 	proxyURL string
 	opsURL   string
+	authURL  string             // the forward-auth listener, when the config sets listen.auth
 	stop     context.CancelFunc // ends serve (also done when the test ends)
 	done     chan struct{}      // closed when serve has returned
 	err      error              // what serve returned, once done is closed
@@ -99,6 +100,14 @@ func (s *stack) startWith(mutate func(*config.Config), opts appOptions) *replica
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	var authLn net.Listener
+	if cfg.Listen.Auth != "" { // any value: a free loopback port
+		if authLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Listen.Auth = authLn.Addr().String()
+		r.authURL = "http://" + cfg.Listen.Auth
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("stack config: %v", err)
 	}
@@ -110,7 +119,7 @@ func (s *stack) startWith(mutate func(*config.Config), opts appOptions) *replica
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop, r.done = cancel, make(chan struct{})
 	go func() {
-		r.err = r.app.serve(ctx, proxyLn, opsLn)
+		r.err = r.app.serve(ctx, proxyLn, opsLn, authLn)
 		close(r.done)
 	}()
 	t.Cleanup(func() {
