@@ -24,11 +24,12 @@ var (
 // fakeStore is an in-memory RefreshStore with the semantics of the Redis one: versions,
 // compare-and-set that clears the refresh marker, leases that expire by the fake's clock.
 type fakeStore struct {
-	mu     sync.Mutex
-	skew   time.Duration // added to the real time: how the test makes leases expire
-	conns  map[string]tokens.Connection
-	leases map[string]fakeLease
-	owners int
+	mu      sync.Mutex
+	skew    time.Duration // added to the real time: how the test makes leases expire
+	conns   map[string]tokens.Connection
+	markers map[string]*tokens.RefreshMarker
+	leases  map[string]fakeLease
+	owners  int
 }
 
 type fakeLease struct {
@@ -37,7 +38,7 @@ type fakeLease struct {
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{conns: map[string]tokens.Connection{}, leases: map[string]fakeLease{}}
+	return &fakeStore{conns: map[string]tokens.Connection{}, markers: map[string]*tokens.RefreshMarker{}, leases: map[string]fakeLease{}}
 }
 
 func (s *fakeStore) now() time.Time { return time.Now().Add(s.skew) }
@@ -54,8 +55,8 @@ func (s *fakeStore) put(c tokens.Connection) tokens.Connection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.Version = s.conns[c.User].Version + 1
-	c.Refreshing = nil
 	s.conns[c.User] = c
+	delete(s.markers, c.User)
 	return c
 }
 
@@ -69,14 +70,25 @@ func (s *fakeStore) Connection(_ context.Context, user string) (tokens.Connectio
 	return c, nil
 }
 
+func (s *fakeStore) RefreshState(ctx context.Context, user string) (tokens.Connection, *tokens.RefreshMarker, error) {
+	c, err := s.Connection(ctx, user)
+	if err != nil {
+		return tokens.Connection{}, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c, s.markers[user], nil
+}
+
 func (s *fakeStore) CompareAndSwap(_ context.Context, c tokens.Connection, expected int64) (tokens.Connection, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns[c.User].Version != expected {
 		return tokens.Connection{}, false, nil
 	}
-	c.Version, c.Refreshing = expected+1, nil
+	c.Version = expected + 1
 	s.conns[c.User] = c
+	delete(s.markers, c.User)
 	return c, true, nil
 }
 
@@ -124,17 +136,15 @@ func (s *fakeStore) MarkRefreshing(_ context.Context, l tokens.Lease, version in
 	if !s.heldBy(l) || !ok || c.Version != version {
 		return false, nil
 	}
-	c.Refreshing = &tokens.RefreshMarker{Owner: l.Owner, Since: s.now()}
-	s.conns[l.User] = c
+	s.markers[l.User] = &tokens.RefreshMarker{Owner: l.Owner, Since: s.now()}
 	return true, nil
 }
 
 func (s *fakeStore) ClearRefreshing(_ context.Context, l tokens.Lease) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.conns[l.User]; ok && !c.Refreshing.IsZero() && c.Refreshing.Owner == l.Owner {
-		c.Refreshing = nil
-		s.conns[l.User] = c
+	if m := s.markers[l.User]; !m.IsZero() && m.Owner == l.Owner {
+		delete(s.markers, l.User)
 	}
 	return nil
 }
@@ -164,6 +174,13 @@ func (c *cuttable) Connection(ctx context.Context, user string) (tokens.Connecti
 		return tokens.Connection{}, err
 	}
 	return c.next.Connection(ctx, user)
+}
+
+func (c *cuttable) RefreshState(ctx context.Context, user string) (tokens.Connection, *tokens.RefreshMarker, error) {
+	if err := c.down("get_connection"); err != nil {
+		return tokens.Connection{}, nil, err
+	}
+	return c.next.RefreshState(ctx, user)
 }
 
 func (c *cuttable) CompareAndSwap(ctx context.Context, conn tokens.Connection, expected int64) (tokens.Connection, bool, error) {

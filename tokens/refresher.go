@@ -19,6 +19,8 @@ import (
 type RefreshStore interface {
 	// Connection reads the user's connection: ErrNotConnected if there is none.
 	Connection(ctx context.Context, user string) (Connection, error)
+	// RefreshState is Connection with the refresh marker on it (nil: none).
+	RefreshState(ctx context.Context, user string) (Connection, *RefreshMarker, error)
 	// CompareAndSwap writes c if the stored version is still expected (false, nil otherwise),
 	// and clears any refresh marker.
 	CompareAndSwap(ctx context.Context, c Connection, expected int64) (Connection, bool, error)
@@ -207,19 +209,19 @@ func (r *Refresher) refreshShared(ctx context.Context, seen Connection, trigger 
 	held := r.keepLease(ctx, lease)
 	defer held.stop()
 
-	cur, err := r.store.Connection(ctx, user) // re-read under the lease
+	cur, marker, err := r.store.RefreshState(ctx, user) // re-read under the lease
 	switch {
 	case err != nil:
 		return Connection{}, fmt.Errorf("refresh %s: re-read under the lease: %w", user, err)
 	case cur.Status == StatusReauthRequired:
 		return cur, fmt.Errorf("refresh %s: %w", user, ErrReauthRequired)
-	case !cur.Refreshing.IsZero():
+	case !marker.IsZero():
 		// The marker outlived its holder's lease: that replica died or was cut off after it may
 		// have sent this refresh token. Sending it again could replay a spent token (which the
 		// Academy may treat as theft and answer by revoking the grant), so the connection ends
 		// here, cleanly, as reauth_required.
 		r.log.Warn("a replica stopped in the middle of a refresh; the refresh token may be spent: connection needs re-authorization",
-			zap.String("user", user), zap.Time("refresh_started", cur.Refreshing.Since))
+			zap.String("user", user), zap.Time("refresh_started", marker.Since))
 		// SPEC §9 has no reason of its own for this: the refresh token is as good as refused.
 		return r.markReauth(ctx, cur, ReasonInvalidGrant, "interrupted refresh")
 	case r.usable(cur, seen, trigger):
@@ -327,7 +329,7 @@ func (r *Refresher) save(ctx context.Context, held *heldLease, cur, next Connect
 // error.
 func (r *Refresher) markReauth(ctx context.Context, cur Connection, reason, why string) (Connection, error) {
 	marked := cur
-	marked.Status, marked.UpdatedAt, marked.Refreshing = StatusReauthRequired, r.opts.Now.Now(), nil
+	marked.Status, marked.UpdatedAt = StatusReauthRequired, r.opts.Now.Now()
 	saved, ok, err := r.store.CompareAndSwap(ctx, marked, cur.Version)
 	if err != nil {
 		return Connection{}, fmt.Errorf("mark %s for re-authorization: %w", cur.User, err)

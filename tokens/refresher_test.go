@@ -143,14 +143,20 @@ func (r replicas) seedExpired(t *testing.T, user string) tokens.Connection {
 	})
 }
 
-// stored reads user's connection past both replicas' wrappers.
-func (r replicas) stored(t *testing.T, user string) tokens.Connection {
+// stored reads user's connection and its refresh marker past both replicas' wrappers.
+func (r replicas) stored(t *testing.T, user string) storedState {
 	t.Helper()
-	c, err := r.be.b.next.Connection(context.Background(), user)
+	c, m, err := r.be.b.next.RefreshState(context.Background(), user)
 	if err != nil {
 		t.Fatalf("read %s: %v", user, err)
 	}
-	return c
+	return storedState{c, m}
+}
+
+// storedState is a stored connection with the refresh marker on it.
+type storedState struct {
+	tokens.Connection
+	Refreshing *tokens.RefreshMarker
 }
 
 // runRefresherConformance checks the refresh guarantees of SPEC §4 steps 3 and 5 and §6 over

@@ -107,7 +107,7 @@ func (s *Store) encodeConn(c Connection) (string, error) {
 
 // decodeConn turns the fields of a connection hash into a Connection. Every failure matches
 // ErrDecrypt: a record that does not decode or open is corrupt, whatever the reason.
-func (s *Store) decodeConn(user, ver, rec, refreshing string) (Connection, error) {
+func (s *Store) decodeConn(user, ver, rec string) (Connection, error) {
 	var sc storedConn
 	if err := json.Unmarshal([]byte(rec), &sc); err != nil {
 		return Connection{}, fmt.Errorf("decode connection of %s: %w: %w", user, ErrDecrypt, err)
@@ -125,11 +125,6 @@ func (s *Store) decodeConn(user, ver, rec, refreshing string) (Connection, error
 	c.User, c.AccessToken, c.RefreshToken = user, t.Access, t.Refresh
 	if c.Version, err = strconv.ParseInt(ver, 10, 64); err != nil || c.Version <= 0 {
 		return Connection{}, fmt.Errorf("decode version %q of %s: %w", ver, user, ErrDecrypt)
-	}
-	// A marker set on another version is stale: a writer that does not know markers (an older
-	// gateway during a rolling upgrade) replaced the record without clearing it.
-	if m, ver := parseMarker(refreshing); m != nil && ver == c.Version {
-		c.Refreshing = m
 	}
 	return c, nil
 }
@@ -149,35 +144,49 @@ func parseMarker(v string) (*RefreshMarker, int64) {
 	return &RefreshMarker{Owner: f[0], Since: time.UnixMilli(ms).UTC()}, ver
 }
 
-// connFields are the fields of a connection hash that a read needs, in decodeConn's order.
-var connFields = []string{"ver", "rec", "refreshing"}
-
-// decodeFields decodes an HMGET of connFields; ok is false when there is no record.
-func (s *Store) decodeFields(user string, vals []any) (c Connection, ok bool, err error) {
-	var f [3]string
-	for i := range f {
-		if i < len(vals) {
-			f[i], _ = vals[i].(string)
-		}
+// field returns HMGET value i as a string ("" when absent).
+func field(vals []any, i int) string {
+	if i >= len(vals) {
+		return ""
 	}
-	if f[1] == "" {
-		return Connection{}, false, nil
-	}
-	c, err = s.decodeConn(user, f[0], f[1], f[2])
-	return c, true, err
+	v, _ := vals[i].(string)
+	return v
 }
 
 // Connection reads the user's connection: ErrNotConnected if there is none.
 func (s *Store) Connection(ctx context.Context, user string) (Connection, error) {
-	vals, err := s.rdb.HMGet(ctx, s.connKey(user), connFields...).Result()
+	vals, err := s.rdb.HMGet(ctx, s.connKey(user), "ver", "rec").Result()
 	if err != nil {
 		return Connection{}, s.observe("get_connection", err)
 	}
-	c, ok, err := s.decodeFields(user, vals)
-	if !ok {
+	if field(vals, 1) == "" {
 		return Connection{}, s.observe("get_connection", ErrNotConnected)
 	}
+	c, err := s.decodeConn(user, field(vals, 0), field(vals, 1))
 	return c, s.observe("get_connection", err)
+}
+
+// RefreshState reads the user's connection and the refresh marker on it (nil: none), as a
+// Refresher needs under the lease: ErrNotConnected if there is none.
+func (s *Store) RefreshState(ctx context.Context, user string) (Connection, *RefreshMarker, error) {
+	vals, err := s.rdb.HMGet(ctx, s.connKey(user), "ver", "rec", "refreshing").Result()
+	if err != nil {
+		return Connection{}, nil, s.observe("get_connection", err)
+	}
+	if field(vals, 1) == "" {
+		return Connection{}, nil, s.observe("get_connection", ErrNotConnected)
+	}
+	c, err := s.decodeConn(user, field(vals, 0), field(vals, 1))
+	if err != nil {
+		return Connection{}, nil, s.observe("get_connection", err)
+	}
+	// A marker set on another version is stale: a writer that does not know markers (an older
+	// gateway during a rolling upgrade) replaced the record without clearing it.
+	m, ver := parseMarker(field(vals, 2))
+	if m == nil || ver != c.Version {
+		m = nil
+	}
+	return c, m, s.observe("get_connection", nil)
 }
 
 // casScript writes rec when the stored version equals ARGV[1] ("0": absent) and returns the new
@@ -262,16 +271,17 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(batch))
 		for i, u := range batch {
-			cmds[i] = pipe.HMGet(ctx, s.connKey(u), connFields...)
+			cmds[i] = pipe.HMGet(ctx, s.connKey(u), "ver", "rec")
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, s.observe("list_connections", err)
 		}
 		for i, u := range batch {
-			c, ok, err := s.decodeFields(u, cmds[i].Val())
-			if !ok {
+			vals := cmds[i].Val()
+			if field(vals, 1) == "" {
 				continue // deleted since SMEMBERS
 			}
+			c, err := s.decodeConn(u, field(vals, 0), field(vals, 1))
 			if err != nil {
 				c = Connection{User: u, Status: "undecryptable"}
 			}

@@ -67,14 +67,11 @@ type Connection struct {
 	UpdatedAt        time.Time `json:"updated_at"`
 	// Version increases with every write; writes are compare-and-set on it. Zero: never stored.
 	Version int64 `json:"-"`
-	// Refreshing is set while a lease holder calls the Academy with RefreshToken (see
-	// RefreshMarker); nil: no refresh in flight. It is kept beside the sealed record, not in it,
-	// and is a pointer so that the request path, which copies connections, pays 8 bytes for it.
-	Refreshing *RefreshMarker `json:"-"`
 }
 
-// RefreshMarker records, in Redis and before the Academy is called, that a lease holder is
-// spending the connection's refresh token. The holder removes it once the call is over, whatever
+// RefreshMarker records, in Redis beside the connection record and before the Academy is
+// called, that a lease holder is spending the connection's refresh token. Only the Refresher
+// reads it (Store.RefreshState), so the request path's Connection does not carry it. The holder removes it once the call is over, whatever
 // the outcome. A marker that outlives its holder's lease therefore means the holder died or was
 // cut off mid-refresh: the Academy may have rotated the token, so the next holder must not
 // send it again (see Refresher.refreshLocked).
@@ -102,7 +99,7 @@ func (c *Connection) needsRefresh(now time.Time, before time.Duration) bool {
 
 // WithGrant returns a copy of c, active, carrying the tokens of g.
 func (c Connection) WithGrant(g Grant) Connection {
-	c.Status, c.Refreshing = StatusActive, nil
+	c.Status = StatusActive
 	c.AccessToken, c.RefreshToken = g.AccessToken, g.RefreshToken
 	c.IssuedAt, c.AccessExpiresAt, c.RefreshExpiresAt = g.IssuedAt, g.AccessExpiresAt, g.RefreshExpiresAt
 	c.UpdatedAt = g.IssuedAt

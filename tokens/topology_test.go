@@ -385,11 +385,11 @@ func runStoreConformance(t *testing.T, d deployment) {
 		}
 		marker := func() *tokens.RefreshMarker {
 			t.Helper()
-			got, err := p.b.store.Connection(ctx, "hana")
+			_, got, err := p.b.store.RefreshState(ctx, "hana")
 			if err != nil {
 				t.Fatal(err)
 			}
-			return got.Refreshing
+			return got
 		}
 		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version+1); ok || err != nil {
 			t.Errorf("MarkRefreshing on another version = %v, %v; want refused", ok, err)

@@ -192,8 +192,8 @@ func TestReplicaKilledMidRefresh(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusUnauthorized || body.Error.Code != "reauthorization_required" {
 		t.Errorf("replica b answered %d %+v (%v), want 401 reauthorization_required", resp.StatusCode, body, err)
 	}
-	if c, err := store.Connection(ctx, "kai"); err != nil || c.Status != tokens.StatusReauthRequired || !c.Refreshing.IsZero() {
-		t.Errorf("stored connection = %q, marker %+v (%v); want reauth_required without marker", c.Status, c.Refreshing, err)
+	if c, marker, err := store.RefreshState(ctx, "kai"); err != nil || c.Status != tokens.StatusReauthRequired || !marker.IsZero() {
+		t.Errorf("stored connection = %q, marker %+v (%v); want reauth_required without marker", c.Status, marker, err)
 	}
 	if calls, reused := academy.seen(); calls != 1 || reused != 0 {
 		t.Errorf("the Academy saw %d refreshes and %d reused tokens, want 1 and 0: the spent token was replayed", calls, reused)
