@@ -22,14 +22,19 @@ import (
 type Store interface {
 	// IssueKey creates a key for user, or registers existing when it is not empty.
 	IssueKey(ctx context.Context, user string, scopes []string, name, existing string) (tokens.APIKey, string, error)
-	// Keys lists the keys of user, or of every user when user is empty.
-	Keys(ctx context.Context, user string) ([]tokens.APIKey, error)
 	// DeleteKey revokes the key with id: tokens.ErrNotFound if there is none.
 	DeleteKey(ctx context.Context, id string) (tokens.APIKey, error)
-	// Connections lists every connection, ordered by user.
-	Connections(ctx context.Context) ([]tokens.Connection, error)
 	// Connection reads the connection of user: tokens.ErrNotConnected if there is none.
 	Connection(ctx context.Context, user string) (tokens.Connection, error)
+	// KeysPage lists up to limit keys of user (every user when empty) after cursor, and the
+	// next page's cursor ("" after the last); tokens.ErrBadCursor for a cursor it never gave.
+	KeysPage(ctx context.Context, user, cursor string, limit int) ([]tokens.APIKey, string, error)
+	// ConnectionsPage lists up to limit connections after cursor, by user.
+	ConnectionsPage(ctx context.Context, cursor string, limit int) ([]tokens.Connection, string, error)
+	// UsersPage lists up to limit users holding a key or a connection after cursor, by user.
+	UsersPage(ctx context.Context, cursor string, limit int) ([]tokens.UserSummary, string, error)
+	// ImportKeys registers the checked lines of an import (see keyimport).
+	ImportKeys(ctx context.Context, entries []tokens.ImportEntry, dryRun bool) ([]tokens.ImportResult, error)
 }
 
 // Revoker invalidates a user's grant at the Academy and deletes its tokens (*tokens.Manager).

@@ -738,11 +738,21 @@ type failingStore struct{ err error }
 func (f failingStore) IssueKey(context.Context, string, []string, string, string) (tokens.APIKey, string, error) {
 	return tokens.APIKey{}, "", f.err
 }
-func (f failingStore) Keys(context.Context, string) ([]tokens.APIKey, error) { return nil, f.err }
+func (f failingStore) KeysPage(context.Context, string, string, int) ([]tokens.APIKey, string, error) {
+	return nil, "", f.err
+}
+func (f failingStore) ConnectionsPage(context.Context, string, int) ([]tokens.Connection, string, error) {
+	return nil, "", f.err
+}
+func (f failingStore) UsersPage(context.Context, string, int) ([]tokens.UserSummary, string, error) {
+	return nil, "", f.err
+}
+func (f failingStore) ImportKeys(context.Context, []tokens.ImportEntry, bool) ([]tokens.ImportResult, error) {
+	return nil, f.err
+}
 func (f failingStore) DeleteKey(context.Context, string) (tokens.APIKey, error) {
 	return tokens.APIKey{}, f.err
 }
-func (f failingStore) Connections(context.Context) ([]tokens.Connection, error) { return nil, f.err }
 func (f failingStore) Connection(context.Context, string) (tokens.Connection, error) {
 	return tokens.Connection{}, f.err
 }
@@ -761,6 +771,9 @@ func TestInternalError(t *testing.T) {
 			body := ""
 			if r.Path == "/admin/keys" && r.Method == http.MethodPost {
 				body = `{"user":"alice"}`
+			}
+			if r.Path == "/admin/keys/import" {
+				body = `{"keys":[{"user":"alice","key":"legacy-key-0001"}]}`
 			}
 			rec := call(t, h, r.Method, instantiate(r.Path), bearer, body)
 			if strings.Contains(rec.Body.String(), "fire") {
@@ -839,7 +852,9 @@ var wantStatuses = map[admin.Route][]string{
 	{Method: "GET", Path: "/admin/keys"}:                          {"200", "400", "401", "404", "405", "500", "503"},
 	{Method: "DELETE", Path: "/admin/keys/{id}"}:                  {"204", "401", "404", "405", "500", "503"},
 	{Method: "POST", Path: "/admin/connections/{user}/authorize"}: {"200", "400", "401", "404", "405", "500", "503"},
-	{Method: "GET", Path: "/admin/connections"}:                   {"200", "401", "404", "405", "500", "503"},
+	{Method: "GET", Path: "/admin/connections"}:                   {"200", "400", "401", "404", "405", "500", "503"},
+	{Method: "POST", Path: "/admin/keys/import"}:                  {"200", "400", "401", "404", "405", "413", "415", "500", "503"},
+	{Method: "GET", Path: "/admin/users"}:                         {"200", "400", "401", "404", "405", "500", "503"},
 	{Method: "GET", Path: "/admin/connections/{user}"}:            {"200", "400", "401", "404", "405", "500", "503"},
 	{Method: "DELETE", Path: "/admin/connections/{user}"}:         {"204", "400", "401", "404", "405", "500", "503"},
 }

@@ -79,9 +79,13 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// listConnections handles GET /admin/connections.
+// listConnections handles GET /admin/connections[?limit=N][&cursor=C].
 func (h *Handler) listConnections(w http.ResponseWriter, r *http.Request) error {
-	conns, err := h.store.Connections(r.Context())
+	cursor, limit, err := paging(r)
+	if err != nil {
+		return err
+	}
+	conns, next, err := h.store.ConnectionsPage(r.Context(), cursor, limit)
 	if err != nil {
 		return err
 	}
@@ -91,7 +95,8 @@ func (h *Handler) listConnections(w http.ResponseWriter, r *http.Request) error 
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Connections []ConnectionJSON `json:"connections"`
-	}{out})
+		NextCursor  string           `json:"next_cursor,omitempty"`
+	}{out, next})
 	return nil
 }
 

@@ -65,6 +65,8 @@ func classify(err error) *httperr.Error {
 		return httperr.Wrap(http.StatusConflict, httperr.Conflict, "This API key is already registered.", err)
 	case errors.Is(err, tokens.ErrMalformedKey):
 		return badRequest(`"key" is not a usable API key: `+tokens.KeyRule+".", err)
+	case errors.Is(err, tokens.ErrBadCursor):
+		return badRequest(`"cursor" is not one this listing returned; start again without it.`, err)
 	case errors.Is(err, context.Canceled):
 		return httperr.Wrap(httperr.StatusClientClosed, httperr.ClientClosed, "The client closed the request.", err)
 	default:

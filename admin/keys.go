@@ -95,13 +95,18 @@ func checkScopes(scopes []string) ([]string, error) {
 	return out, nil
 }
 
-// listKeys handles GET /admin/keys[?user=U]: the keys of U, or of every user.
+// listKeys handles GET /admin/keys[?user=U][&limit=N][&cursor=C]: a page of the keys of U, or
+// of every user.
 func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) error {
 	user := r.URL.Query().Get("user")
 	if user != "" && !tokens.ValidUser(user) {
 		return badRequest(`The "user" parameter must be 1-128 letters, digits or ._@+-.`, fmt.Errorf("user %q", user))
 	}
-	keys, err := h.store.Keys(r.Context(), user)
+	cursor, limit, err := paging(r)
+	if err != nil {
+		return err
+	}
+	keys, next, err := h.store.KeysPage(r.Context(), user, cursor, limit)
 	if err != nil {
 		return err
 	}
@@ -110,8 +115,9 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) error {
 		out[i] = ToKeyJSON(k)
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Keys []KeyJSON `json:"keys"`
-	}{out})
+		Keys       []KeyJSON `json:"keys"`
+		NextCursor string    `json:"next_cursor,omitempty"`
+	}{out, next})
 	return nil
 }
 

@@ -26,7 +26,9 @@ func (h *Handler) routes() *mux.Router {
 
 	api.Path("/admin/keys").Methods(http.MethodPost).Handler(h.handle(h.createKey))
 	api.Path("/admin/keys").Methods(http.MethodGet).Handler(h.handle(h.listKeys))
+	api.Path("/admin/keys/import").Methods(http.MethodPost).Handler(h.handle(h.importKeys))
 	api.Path("/admin/keys/{id}").Methods(http.MethodDelete).Handler(h.handle(h.deleteKey))
+	api.Path("/admin/users").Methods(http.MethodGet).Handler(h.handle(h.listUsers))
 
 	api.Path("/admin/connections").Methods(http.MethodGet).Handler(h.handle(h.listConnections))
 	api.Path("/admin/connections/{user}").Methods(http.MethodGet).Handler(h.handle(h.showConnection))

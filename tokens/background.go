@@ -29,23 +29,30 @@ func (mg *Manager) Run(ctx context.Context) {
 	}
 }
 
+// tick is one background round. It walks the connections a bounded batch at a time (see
+// Store.EachConnections), so its memory does not grow with the number of users.
 func (mg *Manager) tick(ctx context.Context) {
 	mg.flushUsed(ctx)
-	conns, err := mg.store.Connections(ctx)
+	counts := map[string]int{StatusActive: 0, StatusReauthRequired: 0}
+	err := mg.store.EachConnections(ctx, func(conns []Connection) error {
+		for _, c := range conns {
+			counts[c.Status]++
+		}
+		mg.reconcile(ctx, conns)
+		if mg.opts.KeepAlive {
+			mg.keepAlive(ctx, conns)
+		}
+		return nil
+	})
 	if err != nil {
 		mg.log.Warn("list connections", zap.Error(err))
 		return
 	}
-	counts := map[string]int{StatusActive: 0, StatusReauthRequired: 0}
-	for _, c := range conns {
-		counts[c.Status]++
+	for _, status := range []string{StatusActive, StatusReauthRequired} {
+		mg.m.Connections.WithLabelValues(status).Set(float64(counts[status]))
 	}
-	for status, n := range counts {
-		mg.m.Connections.WithLabelValues(status).Set(float64(n))
-	}
-	mg.reconcile(ctx, conns)
-	if mg.opts.KeepAlive {
-		mg.keepAlive(ctx, conns)
+	if err := mg.store.reconcileStatusOrphans(ctx); err != nil {
+		mg.log.Warn("reconcile connection counts", zap.Error(err))
 	}
 }
 

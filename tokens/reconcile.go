@@ -8,8 +8,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// reconcile repairs, from a full listing of the records, what is kept beside them without a
-// cross-slot transaction: the status sets behind the connections gauge and the identity index.
+// reconcile repairs, from a batch of the records (the background round walks them all a batch
+// at a time), what is kept beside them without a cross-slot transaction: the status sets behind
+// the connections gauge and the identity index. Status-set members without a record are found
+// once per round by Store.reconcileStatusOrphans.
 func (mg *Manager) reconcile(ctx context.Context, conns []Connection) {
 	if err := mg.store.reconcileStatus(ctx, conns); err != nil {
 		mg.log.Warn("reconcile connection counts", zap.Error(err))
@@ -19,9 +21,10 @@ func (mg *Manager) reconcile(ctx context.Context, conns []Connection) {
 	}
 }
 
-// reconcileIdentities points every Academy id held by an active connection at its holder (the
-// most recently updated one, should two records claim it) when the index is missing or names a
-// user whose record does not hold it.
+// reconcileIdentities points every Academy id held by an active connection of the batch at its
+// holder (the most recently updated one of the batch, should two records claim it) when the
+// index is missing or names a user whose record does not hold it. A named user outside the batch
+// is read (rare: only when the index names another user than the batch's holder).
 func (s *Store) reconcileIdentities(ctx context.Context, conns []Connection) error {
 	holder := map[string]Connection{}
 	byUser := make(map[string]Connection, len(conns))
@@ -49,7 +52,15 @@ func (s *Store) reconcileIdentities(ctx context.Context, conns []Connection) err
 	}
 	for i, id := range ids {
 		named := cmds[i].Val()
-		if c, ok := byUser[named]; ok && c.AcademyID == id && c.Status == StatusActive {
+		c, ok := byUser[named]
+		if !ok && named != "" {
+			read, err := s.Connection(ctx, named)
+			if err != nil && !errorsIsAny(err, ErrNotConnected, ErrDecrypt) {
+				return err
+			}
+			c, ok = read, err == nil
+		}
+		if ok && c.AcademyID == id && c.Status == StatusActive {
 			continue
 		}
 		// Only if nobody re-pinned it since the GET: a new consent is newer than this listing.

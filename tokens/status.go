@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -56,35 +55,69 @@ func (s *Store) CountByStatus(ctx context.Context) (map[string]int64, error) {
 	return out, s.observe("count_status", nil)
 }
 
-// reconcileStatus makes the status sets agree with conns (a full listing): a user filed wrongly
-// is re-read and filed by its record as it is now, so a write that raced the listing wins.
+// reconcileStatus checks the status sets against a batch of records (the background round
+// walks every record a batch at a time): a user filed wrongly is re-read and filed by its record
+// as it is now, so a write that raced the listing wins. Members whose record is gone are found
+// by reconcileStatusOrphans.
 func (s *Store) reconcileStatus(ctx context.Context, conns []Connection) error {
-	want := make(map[string]string, len(conns))
-	for _, c := range conns {
-		if slices.Contains(Statuses, c.Status) {
-			want[c.User] = c.Status
+	if len(conns) == 0 {
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([][]*redis.BoolCmd, len(conns))
+	for i, c := range conns {
+		for _, st := range Statuses {
+			cmds[i] = append(cmds[i], pipe.SIsMember(ctx, s.statusKey(st), c.User))
 		}
 	}
-	suspects := map[string]bool{}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("reconcile status counts: %w", s.observe("reconcile_status", err))
+	}
+	var suspects []string
+	for i, c := range conns {
+		for j, st := range Statuses {
+			if cmds[i][j].Val() != (c.Status == st) {
+				suspects = append(suspects, c.User)
+				break
+			}
+		}
+	}
+	s.refile(ctx, suspects)
+	return nil
+}
+
+// reconcileStatusOrphans walks each status set (SSCAN, in batches) and re-files the members
+// whose record is gone or has another status.
+func (s *Store) reconcileStatusOrphans(ctx context.Context) error {
 	for _, st := range Statuses {
-		members, err := s.rdb.SMembers(ctx, s.statusKey(st)).Result()
+		err := s.scanSet(ctx, s.statusKey(st), func(members []string) error {
+			pipe := s.rdb.Pipeline()
+			recs := make([]*redis.StringCmd, len(members))
+			for i, u := range members {
+				recs[i] = pipe.HGet(ctx, s.connKey(u), "rec")
+			}
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			var suspects []string
+			for i, u := range members {
+				if connStatus(recs[i].Val()) != st {
+					suspects = append(suspects, u)
+				}
+			}
+			s.refile(ctx, suspects)
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("reconcile status counts: %w", s.observe("reconcile_status", err))
-		}
-		in := make(map[string]bool, len(members))
-		for _, u := range members {
-			in[u] = true
-			if want[u] != st {
-				suspects[u] = true
-			}
-		}
-		for u, w := range want {
-			if w == st && !in[u] {
-				suspects[u] = true
-			}
+			return fmt.Errorf("reconcile status counts: %w", s.observe("reconcile_status_sets", err))
 		}
 	}
-	for u := range suspects {
+	return s.observe("reconcile_status_sets", nil) // counted: the end of a round shows in the metrics
+}
+
+// refile re-reads each user's record and files the user by it.
+func (s *Store) refile(ctx context.Context, users []string) {
+	for _, u := range users {
 		c, err := s.Connection(ctx, u)
 		switch {
 		case err == nil:
@@ -93,7 +126,6 @@ func (s *Store) reconcileStatus(ctx context.Context, conns []Connection) error {
 			s.noteStatus(ctx, u, "")
 		}
 	}
-	return nil
 }
 
 func errorsIsAny(err error, targets ...error) bool {

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,6 +31,7 @@ import (
 //	Pusers           set   users with a connection (for listing)
 //	Pkey:ID          hash  rec (JSON of APIKey with the key's hash), used (unix ms of last use)
 //	Pkeys            set   key ids
+//	P{u:USER}:keys, Pdirectory, Pkeyindex: the per-user key index (see keyindex.go)
 //	Pticket:HASH     string  onboarding ticket (JSON), TTL 10 min
 //	Pstate:STATE     string  hash of the ticket an OAuth2 state belongs to, TTL 10 min
 //	Pstatus:STATUS   set   users by connection status (status.go)
@@ -39,6 +42,8 @@ type Store struct {
 	keyring *Keyring
 	m       *metrics.Metrics
 	now     Clock
+	indexed atomic.Bool // the records written before the key index are indexed (keyindex.go)
+	indexMu sync.Mutex  // one first-use indexing at a time in this process
 }
 
 // NewStore returns a store over rdb. prefix namespaces every Redis key; now is the clock
@@ -234,6 +239,9 @@ func (s *Store) PutConnection(ctx context.Context, c Connection) (Connection, er
 	n, err := putScript.Run(ctx, s.rdb, []string{s.connKey(c.User)}, rec).Int64()
 	if err == nil {
 		err = s.rdb.SAdd(ctx, s.usersKey(), c.User).Err()
+	}
+	if err == nil {
+		err = s.addToDirectory(ctx, c.User)
 	}
 	if err = s.observe("put_connection", err); err != nil {
 		return Connection{}, err

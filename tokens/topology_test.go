@@ -496,12 +496,17 @@ func runStoreConformance(t *testing.T, d deployment) {
 		}
 	})
 
+	runKeyIndexConformance(t, d) // keyindex_test.go
+
 	if d.cluster != nil {
 		t.Run("one slot per user", func(t *testing.T) {
 			t.Parallel()
 			p := newPair(t, d, "agw:", tokens.ManagerOptions{})
 			for _, user := range []string{"alice", "bob@example.com", "x.y+z"} {
 				conn, lock := "agw:{u:"+user+"}:conn", "agw:{u:"+user+"}:lock"
+				if ks, err := d.cluster.ClusterKeySlot(ctx, "agw:{u:"+user+"}:keys").Result(); err != nil || ks != mustSlot(t, d.cluster, conn) {
+					t.Errorf("the key index of %s is in slot %d (%v), its connection in %d; want one slot", user, ks, err, mustSlot(t, d.cluster, conn))
+				}
 				cs, err := d.cluster.ClusterKeySlot(ctx, conn).Result()
 				if err != nil {
 					t.Fatal(err)
@@ -531,6 +536,16 @@ func runStoreConformance(t *testing.T, d deployment) {
 			}
 		})
 	}
+}
+
+// mustSlot returns the Cluster slot of key.
+func mustSlot(t *testing.T, c *redis.ClusterClient, key string) int64 {
+	t.Helper()
+	n, err := c.ClusterKeySlot(context.Background(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // receives reports whether sub delivers a message with payload want within a second (other

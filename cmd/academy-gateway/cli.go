@@ -37,7 +37,15 @@ func (e env) openForCLI(path string) (*app, error) {
 }
 
 func (e env) keys(ctx context.Context, args []string) error {
-	if err := e.checkSubcommand("keys", args, "create", "list", "revoke"); err != nil {
+	if len(args) > 0 { // fleet.go
+		switch args[0] {
+		case "import":
+			return e.keysImport(ctx, args[1:])
+		case "reindex":
+			return e.keysReindex(ctx, args[1:])
+		}
+	}
+	if err := e.checkSubcommand("keys", args, "create", "list", "revoke", "import", "reindex"); err != nil {
 		return err
 	}
 	fs, path := e.newFlags("keys " + args[0])
@@ -93,27 +101,15 @@ func (e env) keys(ctx context.Context, args []string) error {
 			return err
 		}
 		defer a.Close()
-		keys, err := a.store.Keys(ctx, *user)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			out := make([]admin.KeyJSON, len(keys))
-			for i, k := range keys {
-				out[i] = admin.ToKeyJSON(k)
-			}
-			return writeJSON(e.stdout, map[string]any{"keys": out})
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tUSER\tSCOPES\tNAME\tCREATED\tLAST USED")
-		for _, k := range keys {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.User, scopeText(k.Scopes), k.Name, timeText(k.CreatedAt), timeText(k.LastUsedAt))
-		}
-		return tw.Flush()
+		return e.listKeys(ctx, a, *user, *asJSON)
 	case "revoke":
+		user := fs.String("user", "", "revoke every key of `USER` instead of one key id")
 		pos, err := parse(fs, args[1:])
 		if err != nil {
 			return err
+		}
+		if *user != "" || len(pos) == 0 {
+			return e.revokeUserKeys(ctx, *path, *user, pos)
 		}
 		a, err := e.openForCLI(*path)
 		if err != nil {
@@ -173,12 +169,19 @@ func parseScopes(s string) ([]string, error) {
 }
 
 func (e env) connections(ctx context.Context, args []string) error {
-	if err := e.checkSubcommand("connections", args, "authorize", "list", "show", "revoke"); err != nil {
+	if len(args) > 0 { // fleet.go
+		switch args[0] {
+		case "pending":
+			return e.connectionsPending(ctx, args[1:])
+		case "authorize":
+			return e.connectionsAuthorize(ctx, args[1:])
+		}
+	}
+	if err := e.checkSubcommand("connections", args, "authorize", "list", "show", "revoke", "pending"); err != nil {
 		return err
 	}
 	fs, path := e.newFlags("connections " + args[0])
 	asJSON := fs.Bool("json", false, "print JSON")
-	newIdentity := newIdentityFlag(fs, args[0])
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -192,30 +195,8 @@ func (e env) connections(ctx context.Context, args []string) error {
 	}
 	defer a.Close()
 	switch args[0] {
-	case "authorize":
-		link, exp, err := a.onboard.Authorize(ctx, pos[0], *newIdentity)
-		if err != nil {
-			return err
-		}
-		a.audit.Record(audit.LinkIssued, audit.FromCLI, zap.String("user", pos[0]), zap.Bool("allow_new_identity", *newIdentity))
-		if *asJSON {
-			return writeJSON(e.stdout, map[string]any{"authorize_url": link, "expires_at": exp})
-		}
-		fmt.Fprintf(e.stdout, "Send this link to %s (single use, valid until %s):\n%s\n", pos[0], exp.Format(time.RFC3339), link)
-		return nil
 	case "list":
-		conns, err := a.store.Connections(ctx)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			out := make([]admin.ConnectionJSON, len(conns))
-			for i, c := range conns {
-				out[i] = admin.ToConnectionJSON(c)
-			}
-			return writeJSON(e.stdout, map[string]any{"connections": out})
-		}
-		return printConnections(e.stdout, conns)
+		return e.listConnections(ctx, a, *asJSON)
 	case "show":
 		c, err := a.store.Connection(ctx, pos[0])
 		if errors.Is(err, tokens.ErrNotConnected) {

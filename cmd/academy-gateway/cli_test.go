@@ -532,7 +532,7 @@ redis:
 	}{
 		{name: "no command", args: []string{}, bare: true, code: 2, msg: "no command"},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, msg: `unknown command "frobnicate"`},
-		{name: "keys without subcommand", args: []string{"keys"}, bare: true, code: 2, msg: "keys: want create, list or revoke"},
+		{name: "keys without subcommand", args: []string{"keys"}, bare: true, code: 2, msg: "keys: want create, list, revoke, import or reindex"},
 		{name: "keys unknown subcommand", args: []string{"keys", "rotate"}, code: 2, msg: `"rotate"`},
 		{name: "keys create without --user", args: []string{"keys", "create", "--scopes", "read"}, code: 2, msg: "--user"},
 		{name: "keys create bad --user", args: []string{"keys", "create", "--user", "a{b}"}, code: 2, msg: "--user"},
