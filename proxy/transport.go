@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/academy-gateway/academy-gateway/metrics"
-	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
 // NewTransport returns the upstream transport: a keep-alive pool sized for hundreds of
@@ -124,11 +123,10 @@ func (t *replayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	fresh, rerr := t.tokens.Rejected(req.Context(), x.conn)
 	if rerr != nil {
-		if errors.Is(rerr, tokens.ErrReauthRequired) {
-			resp.Body.Close()
-			return nil, rerr
-		}
-		return resp, nil // no other token to try: the Academy's 401 stands
+		// A refresh that cannot complete is the gateway's failure, never the Academy's 401: a
+		// legacy caller would read that as "my key is wrong" (docs/reference.md §4 step 5).
+		resp.Body.Close()
+		return nil, rerr
 	}
 	resp.Body.Close()
 	x.conn, x.refreshed = fresh, true

@@ -268,17 +268,26 @@ func jsonError(e *httperr.Error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { httperr.Write(w, e, "") })
 }
 
-// ready answers 200 when Redis answers within a second, else 503 with the reason.
+// ready answers 200 when Redis answers within a second, else 503 with the reason: what the
+// Redis client said (the runbook's first diagnostic step reads it).
 func (a *app) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := a.store.Ping(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: redis: %v\n", errors.Unwrap(err))
+		fmt.Fprintf(w, "not ready: redis: %v\n", redisCause(err))
 		return
 	}
 	io.WriteString(w, "ready\n")
+}
+
+// redisCause returns what the Redis client said, without the store's own wrapping.
+func redisCause(err error) error {
+	if se, ok := errors.AsType[*tokens.StoreError](err); ok {
+		return se.Err
+	}
+	return err
 }
 
 // serve runs the listeners (authLn, the forward-auth listener, only when not nil) and the token
