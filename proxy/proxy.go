@@ -52,6 +52,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// MaxBodyBytes is the largest request body forwarded (server.max_body_bytes); larger ones
+	// get 413 payload_too_large. Zero: no limit.
+	MaxBodyBytes int64
 }
 
 // MaxReplayBody is the largest request body kept for a replay after an upstream 401.
@@ -81,11 +84,12 @@ func New(tok Tokens, opts Options) *Handler {
 	h := &Handler{decider: newDecider(tok, opts.StripPrefixes, opts.StaticUser), tokens: tok, opts: opts, ids: newRequestIDs(),
 		base: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/")}
 	h.rp = &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
-		Transport:    &replayTransport{next: opts.Transport, tokens: tok, m: opts.Metrics, now: opts.Now},
-		ErrorHandler: h.proxyError,
-		BufferPool:   &bufferPool{},
-		ErrorLog:     zap.NewStdLog(opts.Logger.Named("reverseproxy")),
+		Rewrite:        h.rewrite,
+		Transport:      &replayTransport{next: opts.Transport, tokens: tok, m: opts.Metrics, now: opts.Now},
+		ErrorHandler:   h.proxyError,
+		ModifyResponse: refuseUpgrade,
+		BufferPool:     &bufferPool{},
+		ErrorLog:       zap.NewStdLog(opts.Logger.Named("reverseproxy")),
 	}
 	return h
 }
@@ -119,7 +123,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &x.sw
 	x.headers[0] = x.requestID
 	sw.Header()["X-Request-Id"] = x.headers[0:1:1] // shared with the upstream request's
-	if err := h.serve(sw, r, x); err != nil {
+	defer func() {
+		// ReverseProxy aborts a response it cannot finish (a caller cut off for not reading,
+		// an upstream that broke off) with a panic the server recovers: log and count it.
+		if p := recover(); p != nil {
+			x.outcome = metrics.OutcomeUpstreamError
+			h.finish(sw, r, x, start)
+			panic(p)
+		}
+	}()
+	if err := limitBody(w, r, h.opts.MaxBodyBytes); err != nil {
+		h.fail(sw, x, err)
+	} else if err := h.serve(sw, r, x); err != nil {
 		h.fail(sw, x, err)
 	}
 	h.finish(sw, r, x, start)
@@ -187,6 +202,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme, pr.Out.URL.Host = u.Scheme, u.Host
 	pr.Out.URL.Path, pr.Out.URL.RawPath = path, raw
 	pr.Out.Host = ""
+	pr.Out.Trailer = nil // request trailers are never forwarded (issue 14 item 2)
 	setForwarded(pr, x)
 }
 

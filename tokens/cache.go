@@ -129,38 +129,3 @@ func (c *cache[V]) fill(ctx context.Context, key string, cached func() (V, error
 	close(f.done)
 	return f.val, f.err
 }
-
-// flight runs one refresh per user at a time inside the process; later callers join it.
-type flight struct {
-	mu    sync.Mutex
-	calls map[string]*flightCall
-}
-
-type flightCall struct {
-	done chan struct{}
-	conn Connection
-	err  error
-}
-
-// do starts fn for key unless a call is in progress, and returns the call to wait on. fn runs
-// in its own goroutine so a caller that gives up does not cancel it for the others.
-func (f *flight) do(key string, fn func() (Connection, error)) *flightCall {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if c, ok := f.calls[key]; ok {
-		return c
-	}
-	c := &flightCall{done: make(chan struct{})}
-	if f.calls == nil {
-		f.calls = make(map[string]*flightCall)
-	}
-	f.calls[key] = c
-	go func() {
-		c.conn, c.err = fn()
-		f.mu.Lock()
-		delete(f.calls, key)
-		f.mu.Unlock()
-		close(c.done)
-	}()
-	return c
-}

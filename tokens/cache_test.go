@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -36,17 +37,6 @@ func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			<-h.open
 		}
 		return next(ctx, cmd)
-	}
-}
-
-// waitUntil polls cond every millisecond for at most 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10 s", what)
-		}
-		time.Sleep(time.Millisecond) // poll interval, bounded by the deadline
 	}
 }
 
@@ -107,7 +97,7 @@ func TestCacheRefillIsSingleFlight(t *testing.T) {
 					errs <- tc.lookup()
 				})
 			}
-			waitUntil(t, "every lookup started", func() bool { return started.Load() == n && hook.n.Load() >= 1 })
+			testutil.EventuallyTrue(t, 10*time.Second, "every lookup started", func() bool { return started.Load() == n && hook.n.Load() >= 1 })
 			close(hook.open)
 			wg.Wait()
 			close(errs)

@@ -26,17 +26,16 @@ func (s *Store) publish(ctx context.Context, msg string) {
 // watch delivers invalidation messages to fn until ctx ends, resubscribing after a failure.
 // ready (may be nil) is called each time the subscription is confirmed.
 func (s *Store) watch(ctx context.Context, log *zap.Logger, ready func(), fn func(user, keyID string)) {
-	for ctx.Err() == nil {
+	retry := Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+	for try := 1; ctx.Err() == nil; try++ {
 		sub := s.rdb.Subscribe(ctx, s.invalidateChannel())
 		if _, err := sub.Receive(ctx); err != nil {
 			sub.Close()
 			log.Warn("subscribe to invalidations; retrying", zap.Error(err))
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+			_ = retry.Wait(ctx, try) // ends early with ctx, which the loop checks
 			continue
 		}
+		try = 0
 		if ready != nil {
 			ready()
 		}

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
@@ -53,19 +54,8 @@ func watch(t *testing.T, mg *Manager) func() int {
 	return func() int { mu.Lock(); defer mu.Unlock(); return subscribed }
 }
 
-// eventually polls cond every 2 ms for at most 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10 s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval, bounded by the deadline
-	}
-}
-
 func keyReads(m *metrics.Metrics) float64 {
-	return testutil.ToFloat64(m.StoreOperations.WithLabelValues("get_key", "ok"))
+	return promtest.ToFloat64(m.StoreOperations.WithLabelValues("get_key", "ok"))
 }
 
 // TestInvalidKeyFloodIsBounded (issue 14 item 8): random never-registered keys cost bounded
@@ -108,7 +98,7 @@ func TestInvalidKeyFloodIsBounded(t *testing.T) {
 
 	// Once built: the budget's reads, then none; no growth beyond the negative cache's bound.
 	watch(t, mg)
-	eventually(t, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
+	testutil.EventuallyTrue(t, 10*time.Second, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
 	if n, _ := mg.KeyFilter(); n != 1 {
 		t.Errorf("key filter holds %d ids, want 1", n)
 	}
@@ -138,7 +128,7 @@ func TestKeyFilterFollowsOtherReplicas(t *testing.T) {
 	other, _ := newFilterStore(t, rs.Client(t))
 	ctx := context.Background()
 	watch(t, mg)
-	eventually(t, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
+	testutil.EventuallyTrue(t, 10*time.Second, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
 
 	for _, form := range []string{"issued", "legacy"} {
 		t.Run(form, func(t *testing.T) {
@@ -151,11 +141,11 @@ func TestKeyFilterFollowsOtherReplicas(t *testing.T) {
 				t.Fatal(err)
 			}
 			// No budget for unknown keys here: only the announcement can let the key in.
-			eventually(t, "new key accepted", func() bool { _, err := mg.LookupKey(ctx, key); return err == nil })
+			testutil.EventuallyTrue(t, 10*time.Second, "new key accepted", func() bool { _, err := mg.LookupKey(ctx, key); return err == nil })
 			if _, err := other.DeleteKey(ctx, k.ID); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "revoked key refused", func() bool {
+			testutil.EventuallyTrue(t, 10*time.Second, "revoked key refused", func() bool {
 				_, err := mg.LookupKey(ctx, key)
 				return errors.Is(err, ErrUnknownKey)
 			})
@@ -191,7 +181,7 @@ func TestKeyFilterRebuiltAfterResubscribe(t *testing.T) {
 	silent, _ := newFilterStore(t, quiet)
 	ctx := context.Background()
 	subscribed := watch(t, mg)
-	eventually(t, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
+	testutil.EventuallyTrue(t, 10*time.Second, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
 
 	_, key, err := silent.IssueKey(ctx, "ned", nil, "", randomLegacyKey(t))
 	if err != nil {
@@ -203,15 +193,15 @@ func TestKeyFilterRebuiltAfterResubscribe(t *testing.T) {
 	if err := rs.Client(t).ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "resubscribed", func() bool { return subscribed() >= 2 })
-	eventually(t, "unannounced key accepted after the rebuild", func() bool { _, err := mg.LookupKey(ctx, key); return err == nil })
+	testutil.EventuallyTrue(t, 10*time.Second, "resubscribed", func() bool { return subscribed() >= 2 })
+	testutil.EventuallyTrue(t, 10*time.Second, "unannounced key accepted after the rebuild", func() bool { _, err := mg.LookupKey(ctx, key); return err == nil })
 
 	_, key2, err := silent.IssueKey(ctx, "ned", nil, "", randomLegacyKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	store.KeysChanged(ctx)
-	eventually(t, "key accepted after KeysChanged", func() bool { _, err := mg.LookupKey(ctx, key2); return err == nil })
+	testutil.EventuallyTrue(t, 10*time.Second, "key accepted after KeysChanged", func() bool { _, err := mg.LookupKey(ctx, key2); return err == nil })
 }
 
 // TestUnannouncedKeyWithinBudget: a key registered by a replica whose announcement has not
@@ -226,7 +216,7 @@ func TestUnannouncedKeyWithinBudget(t *testing.T) {
 	silent, _ := newFilterStore(t, quiet)
 	ctx := context.Background()
 	watch(t, mg)
-	eventually(t, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
+	testutil.EventuallyTrue(t, 10*time.Second, "key filter built", func() bool { _, built := mg.KeyFilter(); return built })
 
 	_, key, err := silent.IssueKey(ctx, "ora", nil, "", randomLegacyKey(t))
 	if err != nil {
