@@ -83,7 +83,7 @@ for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
 # harness key becomes a legacy key of user "bench", connected through the real OAuth2 flow.
 serve "127.0.0.1:$(free_port)"
 "$BIN" keys create --user bench --key "${BENCH_KEY:-k1-bench-harness}" >/dev/null
-link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": "\(.*\)".*/\1/p')
+link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": *"\([^"]*\)".*/\1/p')
 consent=$(curl -fs -c "$WORK/jar" -o /dev/null -w '%{redirect_url}' "$link")
 curl -fsL -b "$WORK/jar" -o /dev/null "$consent&sim_user=john"
 kill "$gw"; wait "$gw" || true
