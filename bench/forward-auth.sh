@@ -3,11 +3,13 @@
 # forward-auth mode behind nginx, with the shipped deploy/forward-auth/nginx.conf. nginx listens
 # on the harness's address, asks the gateway's auth listener about every request and forwards
 # to the harness upstream itself. As in bench/gateway.sh, one user is connected through the real
-# OAuth2 flow (against the built-in simulator) and the harness key "k1" is a legacy key of it.
+# OAuth2 flow (against the built-in simulator) and BENCH_KEY (default "k1-bench-harness", send it
+# with GATEWAY_HEADER='x-api-key: k1-bench-harness') is a legacy key of it.
 # nginx (master and workers), the gateway, Redis and the simulator all run as children of this
 # script, so the harness counts the CPU of nginx and the gateway together (plus the idle rest).
 #
-#   GATEWAY_NAME=forward-auth GATEWAY_CMD='exec bench/forward-auth.sh' shared/bench/run.sh
+#   GATEWAY_NAME=forward-auth GATEWAY_HEADER='x-api-key: k1-bench-harness' \
+#   GATEWAY_CMD='exec bench/forward-auth.sh' shared/bench/run.sh
 #
 # Needs: nginx (with auth_request, as Debian's), redis-server, curl, and LISTEN_ADDR /
 # UPSTREAM_ADDR from the harness. WORKERS (default 2) sets nginx's worker_processes, LOG_LEVEL
@@ -57,9 +59,9 @@ gw=$!
 pids+=("$gw")
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null || { echo "gateway did not become ready" >&2; exit 1; }
-# The harness key k1 becomes a legacy key of user "bench", connected through the real OAuth2 flow.
-"$BIN" keys create --user bench --key k1 >/dev/null
-link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": "\(.*\)".*/\1/p')
+# The harness key becomes a legacy key of user "bench", connected through the real OAuth2 flow.
+"$BIN" keys create --user bench --key "${BENCH_KEY:-k1-bench-harness}" >/dev/null
+link=$("$BIN" connections authorize bench --json | sed -n 's/.*"authorize_url": *"\([^"]*\)".*/\1/p')
 consent=$(curl -fs -c "$WORK/jar" -o /dev/null -w '%{redirect_url}' "$link")
 curl -fsL -b "$WORK/jar" -o /dev/null "$consent&sim_user=john"
 

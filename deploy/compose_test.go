@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 )
 
 // deploy/compose is checked without a container engine: the real docker-compose validates and
@@ -218,19 +220,17 @@ func start(t *testing.T, bin string, env []string, args ...string) *syncBuffer {
 func waitHTTP(t *testing.T, url string, want200 bool, logs *syncBuffer) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	testutil.EventuallyEvery(t, 20*time.Second, 20*time.Millisecond, func() error {
 		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || !want200 {
-				return
-			}
+		if err != nil {
+			return fmt.Errorf("%s: %w\n%s", url, err, logs.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer within 20 s (%v):\n%s", url, err, logs.String())
+		resp.Body.Close()
+		if want200 && resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s\n%s", url, resp.Status, logs.String())
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline above
-	}
+		return nil
+	})
 }
 
 // TestComposeOnboarding runs compose/onboard.sh against the gateway configured by

@@ -21,6 +21,7 @@ const (
 	OutcomeInsufficientScope = "insufficient_scope"
 	OutcomeMethodNotAllowed  = "method_not_allowed"
 	OutcomeBadRequest        = "bad_request"
+	OutcomePayloadTooLarge   = "payload_too_large"
 	OutcomeUpstreamError     = "upstream_error"
 	OutcomeStoreError        = "store_error"
 )

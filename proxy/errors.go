@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/scope"
@@ -16,7 +17,10 @@ import (
 // classify maps any error of the request path to the error the caller sees and the outcome
 // label. It is the one place that decides the proxy's (and forward-auth's) status codes.
 func classify(err error) (*httperr.Error, string) {
-	e, ok := httperr.As(err)
+	e, ok := asTooLarge(err) // first: a body read error may be wrapped in another *httperr.Error
+	if !ok {
+		e, ok = httperr.As(err)
+	}
 	if !ok {
 		e = fromTokens(err)
 	}
@@ -30,9 +34,13 @@ func fromTokens(err error) *httperr.Error {
 		return httperr.Wrap(401, httperr.InvalidAPIKey, "The x-api-key header is missing, repeated or not a valid key.", err)
 	case errors.Is(err, tokens.ErrNotConnected):
 		return httperr.Wrap(401, httperr.NotConnected, "This user has not connected an Academy account yet.", err)
-	case errors.Is(err, tokens.ErrReauthRequired):
+	case errors.Is(err, tokens.ErrReauthRequired), errors.Is(err, tokens.ErrDecrypt):
+		// A record no key opens is refused like a dead grant: waiting mends nothing, a new
+		// authorization overwrites it (docs/reference.md §6).
 		return httperr.Wrap(401, httperr.ReauthorizationRequired, "The Academy connection expired or was revoked; the user must authorize again.", err)
-	case errors.Is(err, tokens.ErrStoreUnavailable), errors.Is(err, tokens.ErrDecrypt):
+	case errors.Is(err, tokens.ErrRefreshUnavailable):
+		return refreshUnavailable(err)
+	case errors.Is(err, tokens.ErrStoreUnavailable):
 		return httperr.Wrap(503, httperr.TokenStoreUnavailable, "The token store is unavailable; try again shortly.", err)
 	case errors.Is(err, context.Canceled):
 		return httperr.Wrap(httperr.StatusClientClosed, httperr.ClientClosed, "The client closed the request.", err)
@@ -41,6 +49,20 @@ func fromTokens(err error) *httperr.Error {
 	default:
 		return httperr.Wrap(502, httperr.UpstreamUnavailable, "The Academy could not be reached.", err)
 	}
+}
+
+// refreshUnavailable is the answer to a refresh that failed for a passing reason: 502, or 504 when
+// the Academy timed out, with the Academy's own Retry-After when it sent one.
+func refreshUnavailable(err error) *httperr.Error {
+	e := httperr.Wrap(502, httperr.UpstreamUnavailable, "The Academy could not refresh the access token; try again shortly.", err)
+	re, ok := errors.AsType[*tokens.RefreshError](err)
+	if ok && re.Timeout() {
+		e = httperr.Wrap(504, httperr.UpstreamTimeout, "The Academy did not refresh the access token in time; try again shortly.", err)
+	}
+	if ok && re.RetryAfter > 0 {
+		e.RetryAfter = int((re.RetryAfter + time.Second - 1) / time.Second)
+	}
+	return e
 }
 
 func isTimeout(err error) bool {

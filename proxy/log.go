@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -84,7 +85,12 @@ func (ids *requestIDs) from(in string) string {
 	if in != "" && len(in) <= 64 && plainID(in) {
 		return in
 	}
-	return ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
+	var b strings.Builder // one allocation, where concatenating a formatted number takes two
+	b.Grow(len(ids.prefix) + 13)
+	b.WriteString(ids.prefix)
+	var num [13]byte
+	b.Write(strconv.AppendUint(num[:0], ids.n.Add(1), 36))
+	return b.String()
 }
 
 func plainID(s string) bool {

@@ -299,7 +299,7 @@ func TestGatewayErrors(t *testing.T) {
 			wantStatus: 503, wantCode: "token_store_unavailable", wantHeader: [2]string{"Retry-After", "1"}, outcome: metrics.OutcomeStoreError},
 		{name: "record fails to decrypt", method: "GET", target: "/api/v1/movies", header: keyHeader(),
 			setup:      func(f *fakeTokens) { f.connErr = fmt.Errorf("open connection of alice: %w", tokens.ErrDecrypt) },
-			wantStatus: 503, wantCode: "token_store_unavailable", outcome: metrics.OutcomeStoreError},
+			wantStatus: 401, wantCode: "reauthorization_required", outcome: metrics.OutcomeReauthorization},
 		{name: "store down on key lookup", method: "GET", target: "/api/v1/movies", header: keyHeader(),
 			setup:      func(f *fakeTokens) { f.keyErr = tokens.ErrStoreUnavailable },
 			wantStatus: 503, wantCode: "token_store_unavailable", outcome: metrics.OutcomeStoreError},
@@ -419,13 +419,48 @@ func TestReactiveRefreshReauthRequired(t *testing.T) {
 	assertErrorBody(t, rec, "reauthorization_required")
 }
 
-func TestReactiveRefreshFailurePassesUpstream401(t *testing.T) {
-	f := newFixture(t, nil)
-	f.up.valid = "tok-new"
-	f.tok.rejectErr = errors.New("academy down")
-	rec := f.do(http.MethodGet, "/api/v1/movies", nil, keyHeader())
-	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "Invalid token.") {
-		t.Fatalf("got %d %q, want the upstream's own 401", rec.Code, rec.Body)
+// TestReactiveRefreshFailureIsNotTheAcademys401: when the refresh an upstream 401 calls for cannot
+// complete, the caller gets the gateway's 502/504 with Retry-After, never the Academy's 401 (which a
+// legacy caller reads as "my key is wrong"); only a dead grant is 401 reauthorization_required.
+func TestReactiveRefreshFailureIsNotTheAcademys401(t *testing.T) {
+	tests := []struct {
+		name        string
+		err         error
+		wantStatus  int
+		wantCode    string
+		wantRetry   string
+		wantOutcome string
+	}{
+		{"endpoint down", &tokens.RefreshError{User: "alice", Err: errors.New("connection refused")},
+			502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
+		{"endpoint hangs", &tokens.RefreshError{User: "alice", Err: context.DeadlineExceeded},
+			504, "upstream_timeout", "1", metrics.OutcomeUpstreamError},
+		{"rate limited", &tokens.RefreshError{User: "alice", RetryAfter: 30 * time.Second, Err: errors.New("429")},
+			502, "upstream_unavailable", "30", metrics.OutcomeUpstreamError},
+		{"client credentials refused", &tokens.RefreshError{User: "alice", Err: tokens.ErrClientCredentials},
+			502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
+		{"grant dead", tokens.ErrReauthRequired, 401, "reauthorization_required", "", metrics.OutcomeReauthorization},
+		{"store down", tokens.ErrStoreUnavailable, 503, "token_store_unavailable", "1", metrics.OutcomeStoreError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			f.up.valid = "tok-new"
+			f.tok.rejectErr = tt.err
+			rec := f.do(http.MethodGet, "/api/v1/movies", nil, keyHeader())
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), `"code":"`+tt.wantCode+`"`) {
+				t.Fatalf("got %d %q, want %d %s", rec.Code, rec.Body, tt.wantStatus, tt.wantCode)
+			}
+			if strings.Contains(rec.Body.String(), "Invalid token.") {
+				t.Error("the Academy's 401 body reached the caller")
+			}
+			if got := rec.Header().Get("Retry-After"); got != tt.wantRetry {
+				t.Errorf("Retry-After = %q, want %q", got, tt.wantRetry)
+			}
+			if n := testutil.ToFloat64(f.m.Requests.WithLabelValues("GET", itoa(tt.wantStatus), tt.wantOutcome)); n != 1 {
+				t.Errorf("requests_total{%d,%s} = %v, want 1", tt.wantStatus, tt.wantOutcome, n)
+			}
+		})
 	}
 }
 

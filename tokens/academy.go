@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
 	"time"
 )
 
@@ -34,6 +35,9 @@ type APIError struct {
 	Op      string // token, refresh, info, invalidate
 	Status  int
 	Message string
+	// RetryAfter is the answer's Retry-After (seconds or an HTTP date) on a 429 or 503; zero:
+	// absent or unreadable.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -63,18 +67,19 @@ type AcademyConfig struct {
 	Unit time.Duration
 	// Retries is how many times a failed call is tried again; zero: 2, negative: never.
 	Retries int
-	// Backoff is the wait before the first retry, doubled each time; zero: 100ms.
+	// Backoff is the wait before the first retry, doubled each time up to 2s; zero: 100ms.
 	Backoff time.Duration
 	// Now is the clock; nil: time.Now.
-	Now func() time.Time
+	Now Clock
 }
 
 // Academy is a thin client of the Academy's JSON token, refresh, info and invalidate endpoints.
 // Off-the-shelf OAuth2 clients post forms and read expiry in seconds; the Academy takes JSON and
 // counts minutes.
 type Academy struct {
-	hc  *http.Client
-	cfg AcademyConfig
+	hc    *http.Client
+	cfg   AcademyConfig
+	retry Backoff
 }
 
 // NewAcademy returns a client that sends its requests with hc, which must have a timeout.
@@ -86,14 +91,14 @@ func NewAcademy(hc *http.Client, cfg AcademyConfig) *Academy {
 	if cfg.Backoff == 0 {
 		cfg.Backoff = 100 * time.Millisecond
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if cfg.Unit == 0 {
 		cfg.Unit = time.Minute
 	}
-	return &Academy{hc: hc, cfg: cfg}
+	return &Academy{hc: hc, cfg: cfg, retry: Backoff{Initial: cfg.Backoff, Max: 2 * time.Second, Attempts: cfg.Retries + 1}}
 }
+
+// maxLifetime bounds the token lifetimes accepted from the Academy: a century.
+const maxLifetime = 100 * 365 * 24 * time.Hour
 
 type tokenResponse struct {
 	AccessToken      string `json:"access_token"`
@@ -124,7 +129,7 @@ func (a *Academy) grant(ctx context.Context, op, url string, body map[string]str
 	if err != nil {
 		return Grant{}, err
 	}
-	issued := a.cfg.Now()
+	issued := a.cfg.Now.Now()
 	// A code or refresh token is single-use: once the request may have reached the Academy it
 	// is never sent again, or a lost answer would be followed by a rejected replay.
 	var tr tokenResponse
@@ -133,6 +138,11 @@ func (a *Academy) grant(ctx context.Context, op, url string, body map[string]str
 	}
 	if tr.AccessToken == "" || tr.RefreshToken == "" || tr.ExpiresIn <= 0 {
 		return Grant{}, fmt.Errorf("academy %s: incomplete token response", op)
+	}
+	// A lifetime too long for a time.Duration would wrap around into the past (found by
+	// FuzzAcademyTokenResponse): refuse it rather than refresh on every request.
+	if maxUnits := int64(maxLifetime / a.cfg.Unit); tr.ExpiresIn > maxUnits || tr.RefreshExpiresIn > maxUnits {
+		return Grant{}, fmt.Errorf("academy %s: token lifetime out of range", op)
 	}
 	g := Grant{
 		AccessToken:     tr.AccessToken,
@@ -162,18 +172,14 @@ func (a *Academy) Invalidate(ctx context.Context, accessToken string) error {
 // on 4xx. When replayable is false, a call is retried only if it failed before the request was
 // written (a dial error), never after the Academy may have acted on it.
 func (a *Academy) do(ctx context.Context, op, method, url, bearer string, body []byte, replayable bool, out any) error {
-	wait := a.cfg.Backoff
-	for attempt := 0; ; attempt++ {
+	for try := 1; ; try++ {
 		wrote, retry, err := a.once(ctx, op, method, url, bearer, body, out)
-		if err == nil || !retry || attempt >= a.cfg.Retries || (wrote && !replayable) {
+		if err == nil || !retry || a.retry.Last(try) || (wrote && !replayable) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("academy %s: %w (after %w)", op, ctx.Err(), err)
-		case <-time.After(wait):
+		if werr := a.retry.Wait(ctx, try); werr != nil {
+			return fmt.Errorf("academy %s: %w (after %w)", op, werr, err)
 		}
-		wait *= 2
 	}
 }
 
@@ -200,7 +206,12 @@ func (a *Academy) once(ctx context.Context, op, method, url, bearer string, body
 		return true, true, fmt.Errorf("academy %s: read answer: %w", op, err)
 	}
 	if resp.StatusCode >= 300 {
-		return true, resp.StatusCode >= 500, &APIError{Op: op, Status: resp.StatusCode, Message: errorMessage(data)}
+		e := &APIError{Op: op, Status: resp.StatusCode, Message: errorMessage(data)}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), a.cfg.Now.Now())
+		}
+		// A 503 that names a wait is not retried sooner than it says: left to the caller.
+		return true, resp.StatusCode >= 500 && e.RetryAfter == 0, e
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -208,6 +219,21 @@ func (a *Academy) once(ctx context.Context, op, method, url, bearer string, body
 		}
 	}
 	return true, false, nil
+}
+
+// retryAfter reads a Retry-After value (RFC 9110 §10.2.3: seconds or an HTTP date) at now;
+// zero when absent, unreadable or past.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		return time.Duration(max(n, 0)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // errorMessage extracts the Academy's {"error":{"message"}} or the OAuth2 {"error","error_description"}.

@@ -548,3 +548,47 @@ func TestAcademyInvalidate(t *testing.T) {
 		t.Errorf("requests mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestAcademyRetryAfter: a 429 or 503 carries the Academy's Retry-After (seconds or an HTTP
+// date) so that callers wait at least that long; a 503 that names a wait is not retried sooner.
+func TestAcademyRetryAfter(t *testing.T) {
+	tests := []struct {
+		name       string
+		call       func(context.Context, *tokens.Academy) error
+		status     int
+		retryAfter string
+		want       time.Duration
+		wantHits   int32
+	}{
+		{name: "refresh 429 seconds", call: academyRefresh, status: 429, retryAfter: "120", want: 2 * time.Minute, wantHits: 1},
+		{name: "refresh 429 HTTP date", call: academyRefresh, status: 429,
+			retryAfter: academyTestNow.Add(90 * time.Second).Format(http.TimeFormat), want: 90 * time.Second, wantHits: 1},
+		{name: "refresh 429 date in the past", call: academyRefresh, status: 429,
+			retryAfter: academyTestNow.Add(-time.Hour).Format(http.TimeFormat), want: 0, wantHits: 1},
+		{name: "refresh 429 without Retry-After", call: academyRefresh, status: 429, want: 0, wantHits: 1},
+		{name: "refresh 429 unreadable Retry-After", call: academyRefresh, status: 429, retryAfter: "soon", want: 0, wantHits: 1},
+		{name: "info 503 with Retry-After not retried", call: academyInfo, status: 503, retryAfter: "7", want: 7 * time.Second, wantHits: 1},
+		{name: "refresh 400 ignores Retry-After", call: academyRefresh, status: 400, retryAfter: "7", want: 0, wantHits: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fa := newAcademyFake(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+				if tt.retryAfter != "" {
+					w.Header().Set("Retry-After", tt.retryAfter)
+				}
+				academyWriteJSON(w, tt.status, `{"error":{"message":"wait"}}`)
+			})
+			err := tt.call(t.Context(), fa.client(t, time.Minute))
+			var ae *tokens.APIError
+			if !errors.As(err, &ae) {
+				t.Fatalf("error %v is not an *APIError", err)
+			}
+			if ae.RetryAfter != tt.want {
+				t.Errorf("RetryAfter = %v, want %v", ae.RetryAfter, tt.want)
+			}
+			if got := fa.hits.Load(); got != tt.wantHits {
+				t.Errorf("server hits = %d, want %d", got, tt.wantHits)
+			}
+		})
+	}
+}

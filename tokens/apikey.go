@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"hash/crc32"
 	"strings"
+	"unsafe"
 )
 
 // KeyPrefix starts every key the gateway issues, so keys are recognisable in configs and by
@@ -33,8 +34,16 @@ func NewAPIKey() string {
 }
 
 func keyChecksum(body string) string {
-	sum := crc32.ChecksumIEEE([]byte(body))
-	return keyEncoding.EncodeToString([]byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)})[:keyChecksumLen]
+	var out [8]byte
+	return string(appendChecksum(out[:0], body))
+}
+
+// appendChecksum appends body's checksum to dst (no allocation when dst has room for 7 bytes).
+func appendChecksum(dst []byte, body string) []byte {
+	sum := crc32.Update(0, crc32.IEEETable, unsafeBytes(body))
+	var enc [8]byte
+	keyEncoding.Encode(enc[:], []byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)})
+	return append(dst, enc[:keyChecksumLen]...)
 }
 
 // MinKeyLen and MaxKeyLen bound the length of any key, issued or legacy. The floor refuses
@@ -70,15 +79,29 @@ func WellFormed(key string) bool {
 		return false
 	}
 	body, sum := body[:len(body)-keyChecksumLen], body[len(body)-keyChecksumLen:]
-	return keyChecksum(body) == sum
+	var want [8]byte
+	return string(appendChecksum(want[:0], body)) == sum // the comparison does not allocate
 }
 
 // HashKey returns the hex SHA-256 of key: what is stored instead of the key. Keys carry at least
 // 160 random bits (legacy keys are the Academy's own random keys), so an unsalted hash suffices.
 func HashKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
+	var hexed [sha256.Size * 2]byte
+	hashKey(key, &hexed)
+	return string(hexed[:])
 }
+
+// hashKey writes HashKey(key) to hexed and returns the digest, without allocating: the request
+// path hashes every key it is sent.
+func hashKey(key string, hexed *[sha256.Size * 2]byte) [sha256.Size]byte {
+	sum := sha256.Sum256(unsafeBytes(key))
+	hex.Encode(hexed[:], sum[:])
+	return sum
+}
+
+// unsafeBytes views s as bytes, for functions that only read them (hashes, checksums), so that
+// hashing a key does not copy it to the heap. The bytes must not be written.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // keyID derives a key's public id from its hash: short, stable and safe to show and log.
 func keyID(hash string) string { return hash[:16] }

@@ -59,7 +59,7 @@ func (mg *Manager) tick(ctx context.Context) {
 // keepAlive refreshes active connections whose refresh token expires within two rounds. The
 // lease makes one replica do it; the others find the newer version and skip.
 func (mg *Manager) keepAlive(ctx context.Context, conns []Connection) {
-	horizon := mg.opts.Now().Add(2*mg.opts.Interval + mg.opts.RefreshBefore)
+	horizon := mg.opts.Now.Now().Add(2*mg.opts.Interval + mg.opts.RefreshBefore)
 	for _, c := range conns {
 		if c.Status != StatusActive || c.RefreshExpiresAt.IsZero() || c.RefreshExpiresAt.After(horizon) {
 			continue

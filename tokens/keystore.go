@@ -154,6 +154,45 @@ func (s *Store) Keys(ctx context.Context, user string) ([]APIKey, error) {
 	}
 }
 
+// KeysChanged asks every replica to reload its key filter: for a write that registers many keys
+// without CreateKey's message per key (a bulk import).
+func (s *Store) KeysChanged(ctx context.Context) {
+	s.publish(ctx, "k:"+allKeys)
+}
+
+// maxScanRounds bounds a KeyIDs scan: 10,000 SSCAN batches of ~1,000 ids.
+const maxScanRounds = 10_000
+
+// KeyIDs calls yield with the id of every registered key, read with SSCAN in batches so that a
+// large set never blocks Redis. An id may be yielded twice.
+func (s *Store) KeyIDs(ctx context.Context, yield func(id string)) error {
+	return s.scanKeyIDs(ctx, yield)
+}
+
+// KeyCount returns how many keys are registered.
+func (s *Store) KeyCount(ctx context.Context) (int64, error) {
+	n, err := s.rdb.SCard(ctx, s.apiKeysKey()).Result()
+	return n, s.observe("count_keys", err)
+}
+
+func (s *Store) scanKeyIDs(ctx context.Context, yield func(id string)) error {
+	var cursor uint64
+	for range maxScanRounds {
+		ids, next, err := s.rdb.SScan(ctx, s.apiKeysKey(), cursor, "", 1000).Result()
+		if err != nil {
+			return s.observe("scan_keys", err)
+		}
+		for _, id := range ids {
+			yield(id)
+		}
+		if next == 0 {
+			return s.observe("scan_keys", nil)
+		}
+		cursor = next
+	}
+	return s.observe("scan_keys", fmt.Errorf("scan key ids: more than %d batches", maxScanRounds))
+}
+
 // DeleteKey revokes the key with id and returns its record; ErrNotFound if there is none.
 func (s *Store) DeleteKey(ctx context.Context, id string) (APIKey, error) {
 	k, err := s.keyByID(ctx, id)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	eventually "github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -18,13 +19,7 @@ import (
 // poll waits for cond, checking every 5 ms for at most 20 s: a bound, not a timed assertion.
 func poll(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting (20 s) for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	eventually.EventuallyTrue(t, 20*time.Second, what, cond)
 }
 
 func storeWith(t *testing.T, rdb redis.UniversalClient, keys ...string) *tokens.Store {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	eventually "github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -31,11 +32,11 @@ type rotatingAcademy struct {
 	n         int             // access/refresh token counter
 	refreshes int             // successful refreshes
 	reused    int             // refreshes with a spent or unknown token
-	delay     time.Duration
-	onRefresh func() // called inside a refresh, before answering
-	reject    bool   // answer every refresh with 400
-	down      bool   // answer every refresh with 503
-	calls     int    // every refresh request
+	hold      chan struct{}   // when set, a refresh waits for it to close before answering
+	onRefresh func()          // called inside a refresh, before answering
+	reject    bool            // answer every refresh with 400
+	down      bool            // answer every refresh with 503
+	calls     int             // every refresh request
 }
 
 func newRotatingAcademy(t *testing.T) *rotatingAcademy {
@@ -67,13 +68,19 @@ func (f *rotatingAcademy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.calls++
-	down := f.down
+	down, hold := f.down, f.hold
 	f.mu.Unlock()
 	if down {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
-	time.Sleep(f.delay) // widens the race window the test wants to exercise
+	if hold != nil { // the test keeps the refresh in flight until it has seen what it wants
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if f.onRefresh != nil {
 		f.onRefresh()
 	}
@@ -96,6 +103,40 @@ func (f *rotatingAcademy) counts() (refreshes, reused int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.refreshes, f.reused
+}
+
+// holdRefreshes makes refreshes wait until the returned release is called.
+func (f *rotatingAcademy) holdRefreshes() (release func()) {
+	hold := make(chan struct{})
+	f.mu.Lock()
+	f.hold = hold
+	f.mu.Unlock()
+	return sync.OnceFunc(func() { close(hold) })
+}
+
+func (f *rotatingAcademy) requests() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// leaseTries is how many times inst asked Redis for a refresh lease.
+func leaseTries(inst instance) float64 {
+	return testutil.ToFloat64(inst.m.StoreOperations.WithLabelValues("acquire_lease", "ok"))
+}
+
+// waitContended returns once a refresh reached the Academy (and is held there) and both
+// replicas asked for the lease: the one in the Academy holds it, so the other was refused and
+// is waiting. That is the race the single-flight tests are about, without widening it by
+// sleeping.
+func waitContended(t *testing.T, f *rotatingAcademy, a, b instance) {
+	t.Helper()
+	eventually.Eventually(t, 10*time.Second, func() error {
+		if n, ta, tb := f.requests(), leaseTries(a), leaseTries(b); n < 1 || ta < 1 || tb < 1 {
+			return fmt.Errorf("%d refreshes at the Academy, %v and %v lease requests", n, ta, tb)
+		}
+		return nil
+	})
 }
 
 func testKey(t *testing.T) string {
@@ -150,7 +191,8 @@ func seed(t *testing.T, s *tokens.Store, f *rotatingAcademy, user string) tokens
 func TestRefreshIsSingleFlightAcrossReplicas(t *testing.T) {
 	rs := redistest.Start(t)
 	f := newRotatingAcademy(t)
-	f.delay = 50 * time.Millisecond
+	release := f.holdRefreshes()
+	defer release()
 	key := testKey(t)
 	a := newInstance(t, rs, key, f, tokens.ManagerOptions{RefreshBefore: time.Minute})
 	b := newInstance(t, rs, key, f, tokens.ManagerOptions{RefreshBefore: time.Minute})
@@ -175,6 +217,8 @@ func TestRefreshIsSingleFlightAcrossReplicas(t *testing.T) {
 			got[i], errs[i] = c.AccessToken, err
 		})
 	}
+	waitContended(t, f, a, b)
+	release()
 	wg.Wait()
 	refreshes, reused := f.counts()
 	if refreshes != 1 || reused != 0 {
@@ -204,7 +248,8 @@ func TestRefreshIsSingleFlightAcrossReplicas(t *testing.T) {
 func TestRejectedRefreshesOnce(t *testing.T) {
 	rs := redistest.Start(t)
 	f := newRotatingAcademy(t)
-	f.delay = 20 * time.Millisecond
+	release := f.holdRefreshes()
+	defer release()
 	key := testKey(t)
 	a := newInstance(t, rs, key, f, tokens.ManagerOptions{})
 	b := newInstance(t, rs, key, f, tokens.ManagerOptions{})
@@ -221,6 +266,8 @@ func TestRejectedRefreshesOnce(t *testing.T) {
 			}
 		})
 	}
+	waitContended(t, f, a, b)
+	release()
 	wg.Wait()
 	if refreshes, reused := f.counts(); refreshes != 1 || reused != 0 {
 		t.Fatalf("academy saw %d refreshes and %d reused tokens, want 1 and 0", refreshes, reused)

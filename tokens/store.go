@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,8 @@ import (
 // Layout under the configured prefix P (every key of one user shares the hash tag {u:USER}, so
 // the Lua scripts below touch one Cluster slot):
 //
-//	P{u:USER}:conn   hash  ver (int), rec (JSON with the sealed tokens)
+//	P{u:USER}:conn   hash  ver (int), rec (JSON with the sealed tokens), refreshing (a
+//	                 RefreshMarker: "OWNER UNIXMS VER", only while a refresh is in flight)
 //	P{u:USER}:lock   string  refresh lease owner token, with a TTL
 //	Pusers           set   users with a connection (for listing)
 //	Pkey:ID          hash  rec (JSON of APIKey with the key's hash), used (unix ms of last use)
@@ -39,14 +41,14 @@ type Store struct {
 	prefix  string
 	keyring *Keyring
 	m       *metrics.Metrics
-	now     func() time.Time
+	now     Clock
 	indexed atomic.Bool // the records written before the key index are indexed (keyindex.go)
 	indexMu sync.Mutex  // one first-use indexing at a time in this process
 }
 
 // NewStore returns a store over rdb. prefix namespaces every Redis key; now is the clock
 // (nil: time.Now).
-func NewStore(rdb redis.UniversalClient, prefix string, kr *Keyring, m *metrics.Metrics, now func() time.Time) *Store {
+func NewStore(rdb redis.UniversalClient, prefix string, kr *Keyring, m *metrics.Metrics, now Clock) *Store {
 	if now == nil {
 		now = time.Now
 	}
@@ -65,13 +67,13 @@ func (s *Store) usersKey() string           { return s.prefix + "users" }
 func (s *Store) apiKeyKey(id string) string { return s.prefix + "key:" + id }
 func (s *Store) apiKeysKey() string         { return s.prefix + "keys" }
 
-// observe counts one store operation and translates transport errors to ErrStoreUnavailable,
-// keeping the cause in the chain.
+// observe counts one store operation and translates transport errors to a *StoreError
+// (ErrStoreUnavailable), keeping the cause in the chain.
 func (s *Store) observe(op string, err error) error {
 	result := "ok"
 	if err != nil && !isAnswer(err) {
 		result = "error"
-		err = fmt.Errorf("%w: %s: %w", ErrStoreUnavailable, op, err)
+		err = &StoreError{Op: op, Err: err}
 	}
 	s.m.StoreOperations.WithLabelValues(op, result).Inc()
 	return err
@@ -108,10 +110,12 @@ func (s *Store) encodeConn(c Connection) (string, error) {
 	return string(b), err
 }
 
+// decodeConn turns the fields of a connection hash into a Connection. Every failure matches
+// ErrDecrypt: a record that does not decode or open is corrupt, whatever the reason.
 func (s *Store) decodeConn(user, ver, rec string) (Connection, error) {
 	var sc storedConn
 	if err := json.Unmarshal([]byte(rec), &sc); err != nil {
-		return Connection{}, fmt.Errorf("decode connection of %s: %w", user, err)
+		return Connection{}, fmt.Errorf("decode connection of %s: %w: %w", user, ErrDecrypt, err)
 	}
 	// The user id is the associated data: a record copied under another user fails here.
 	pt, _, err := s.keyring.Open(sc.Sealed, []byte(user))
@@ -119,13 +123,39 @@ func (s *Store) decodeConn(user, ver, rec string) (Connection, error) {
 		return Connection{}, fmt.Errorf("open connection of %s: %w", user, err)
 	}
 	var t sealedTokens
-	if err := json.Unmarshal(pt, &t); err != nil {
-		return Connection{}, fmt.Errorf("decode tokens of %s: %w", user, err)
+	if err := json.Unmarshal(pt, &t); err != nil { // the cause could quote token bytes: dropped
+		return Connection{}, fmt.Errorf("decode tokens of %s: %w", user, ErrDecrypt)
 	}
 	c := sc.Connection
 	c.User, c.AccessToken, c.RefreshToken = user, t.Access, t.Refresh
-	c.Version, _ = strconv.ParseInt(ver, 10, 64)
+	if c.Version, err = strconv.ParseInt(ver, 10, 64); err != nil || c.Version <= 0 {
+		return Connection{}, fmt.Errorf("decode version %q of %s: %w", ver, user, ErrDecrypt)
+	}
 	return c, nil
+}
+
+// parseMarker reads the "OWNER UNIXMS VERSION" form of a RefreshMarker and the record version
+// it was set on; anything else is no marker.
+func parseMarker(v string) (*RefreshMarker, int64) {
+	f := strings.Fields(v)
+	if len(f) != 3 {
+		return nil, 0
+	}
+	ms, err1 := strconv.ParseInt(f[1], 10, 64)
+	ver, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, 0
+	}
+	return &RefreshMarker{Owner: f[0], Since: time.UnixMilli(ms).UTC()}, ver
+}
+
+// field returns HMGET value i as a string ("" when absent).
+func field(vals []any, i int) string {
+	if i >= len(vals) {
+		return ""
+	}
+	v, _ := vals[i].(string)
+	return v
 }
 
 // Connection reads the user's connection: ErrNotConnected if there is none.
@@ -134,28 +164,51 @@ func (s *Store) Connection(ctx context.Context, user string) (Connection, error)
 	if err != nil {
 		return Connection{}, s.observe("get_connection", err)
 	}
-	ver, _ := vals[0].(string)
-	rec, _ := vals[1].(string)
-	if rec == "" {
+	if field(vals, 1) == "" {
 		return Connection{}, s.observe("get_connection", ErrNotConnected)
 	}
-	c, err := s.decodeConn(user, ver, rec)
+	c, err := s.decodeConn(user, field(vals, 0), field(vals, 1))
 	return c, s.observe("get_connection", err)
 }
 
+// RefreshState reads the user's connection and the refresh marker on it (nil: none), as a
+// Refresher needs under the lease: ErrNotConnected if there is none.
+func (s *Store) RefreshState(ctx context.Context, user string) (Connection, *RefreshMarker, error) {
+	vals, err := s.rdb.HMGet(ctx, s.connKey(user), "ver", "rec", "refreshing").Result()
+	if err != nil {
+		return Connection{}, nil, s.observe("get_connection", err)
+	}
+	if field(vals, 1) == "" {
+		return Connection{}, nil, s.observe("get_connection", ErrNotConnected)
+	}
+	c, err := s.decodeConn(user, field(vals, 0), field(vals, 1))
+	if err != nil {
+		return Connection{}, nil, s.observe("get_connection", err)
+	}
+	// A marker set on another version is stale: a writer that does not know markers (an older
+	// gateway during a rolling upgrade) replaced the record without clearing it.
+	m, ver := parseMarker(field(vals, 2))
+	if m == nil || ver != c.Version {
+		m = nil
+	}
+	return c, m, s.observe("get_connection", nil)
+}
+
 // casScript writes rec when the stored version equals ARGV[1] ("0": absent) and returns the new
-// version, or -1 when another writer came first.
+// version, or -1 when another writer came first. A new record ends any refresh in flight.
 var casScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'ver') or '0'
 if v ~= ARGV[1] then return -1 end
 local n = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'ver', n, 'rec', ARGV[2])
+redis.call('HDEL', KEYS[1], 'refreshing')
 return n`)
 
 // putScript writes rec unconditionally and returns the new version.
 var putScript = redis.NewScript(`
 local n = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('HSET', KEYS[1], 'rec', ARGV[1])
+redis.call('HDEL', KEYS[1], 'refreshing')
 return n`)
 
 // CompareAndSwap writes c if the stored version is still expected. It reports false (and no
@@ -233,12 +286,10 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 		}
 		for i, u := range batch {
 			vals := cmds[i].Val()
-			ver, _ := vals[0].(string)
-			rec, _ := vals[1].(string)
-			if rec == "" {
+			if field(vals, 1) == "" {
 				continue // deleted since SMEMBERS
 			}
-			c, err := s.decodeConn(u, ver, rec)
+			c, err := s.decodeConn(u, field(vals, 0), field(vals, 1))
 			if err != nil {
 				c = Connection{User: u, Status: "undecryptable"}
 			}
@@ -251,7 +302,10 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 // Lease is a held refresh lock. Its owner token makes renew and release safe: a replica can
 // never extend or drop a lease that expired and was taken by another.
 type Lease struct {
-	user, owner string
+	// User whose connection the lease covers.
+	User string
+	// Owner is the random token stored in the lock: whoever holds it holds the lease.
+	Owner string
 }
 
 // AcquireLease tries to take the user's refresh lease for ttl; ok is false when another holds it.
@@ -261,7 +315,7 @@ func (s *Store) AcquireLease(ctx context.Context, user string, ttl time.Duration
 	if err = s.observe("acquire_lease", err); err != nil || !ok {
 		return Lease{}, false, err
 	}
-	return Lease{user: user, owner: owner}, true, nil
+	return Lease{User: user, Owner: owner}, true, nil
 }
 
 var renewScript = redis.NewScript(`
@@ -274,13 +328,43 @@ return 0`)
 
 // RenewLease extends a held lease; it reports false when the lease was lost.
 func (s *Store) RenewLease(ctx context.Context, l Lease, ttl time.Duration) (bool, error) {
-	n, err := renewScript.Run(ctx, s.rdb, []string{s.lockKey(l.user)}, l.owner, ttl.Milliseconds()).Int64()
+	n, err := renewScript.Run(ctx, s.rdb, []string{s.lockKey(l.User)}, l.Owner, ttl.Milliseconds()).Int64()
 	return n == 1, s.observe("renew_lease", err)
 }
 
 // ReleaseLease drops a held lease if it is still ours.
 func (s *Store) ReleaseLease(ctx context.Context, l Lease) error {
-	return s.observe("release_lease", releaseScript.Run(ctx, s.rdb, []string{s.lockKey(l.user)}, l.owner).Err())
+	return s.observe("release_lease", releaseScript.Run(ctx, s.rdb, []string{s.lockKey(l.User)}, l.Owner).Err())
+}
+
+// markScript sets the refresh marker ARGV[3] on the connection KEYS[1] if the lease KEYS[2] is
+// still owned by ARGV[1] and the record is still at version ARGV[2]: one atomic check, so a
+// holder whose lease expired never starts a refresh.
+var markScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], 'ver') or '0') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'refreshing', ARGV[3])
+return 1`)
+
+// clearScript removes the refresh marker of KEYS[1] if owner ARGV[1] set it.
+var clearScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'refreshing')
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then return redis.call('HDEL', KEYS[1], 'refreshing') end
+return 0`)
+
+// MarkRefreshing records that the holder of l is about to spend the refresh token of the
+// connection at version (see RefreshMarker). It reports false, and records nothing, when the
+// lease is no longer l's or the record changed since it was read.
+func (s *Store) MarkRefreshing(ctx context.Context, l Lease, version int64) (bool, error) {
+	marker := l.Owner + " " + strconv.FormatInt(s.now().UnixMilli(), 10) + " " + strconv.FormatInt(version, 10)
+	n, err := markScript.Run(ctx, s.rdb, []string{s.connKey(l.User), s.lockKey(l.User)}, l.Owner, version, marker).Int64()
+	return n == 1, s.observe("mark_refreshing", err)
+}
+
+// ClearRefreshing removes the marker that the holder of l set, once it knows that the refresh
+// token was not spent; a marker of another holder is left alone.
+func (s *Store) ClearRefreshing(ctx context.Context, l Lease) error {
+	return s.observe("clear_refreshing", clearScript.Run(ctx, s.rdb, []string{s.connKey(l.User)}, l.Owner).Err())
 }
 
 // Ping checks that Redis answers.

@@ -36,8 +36,12 @@ var (
 	ErrReauthRequired = errors.New("connection needs re-authorization")
 	// ErrUnknownKey: the API key is malformed, unknown or revoked.
 	ErrUnknownKey = errors.New("unknown API key")
-	// ErrStoreUnavailable: Redis could not be reached and no usable cached value exists.
+	// ErrStoreUnavailable: Redis could not be reached and no usable cached value exists. The
+	// errors that match it are *StoreError, which carries the cause.
 	ErrStoreUnavailable = errors.New("token store unavailable")
+	// ErrRefreshUnavailable: a refresh that a request needed could not complete for a passing
+	// reason; the connection is kept. The errors that match it are *RefreshError.
+	ErrRefreshUnavailable = errors.New("token refresh unavailable")
 	// ErrInvalidGrant: the Academy rejected a code or refresh token (expired, spent or revoked).
 	ErrInvalidGrant = errors.New("invalid_grant")
 	// ErrClientCredentials: the Academy refused the gateway's client id or secret, a
@@ -64,6 +68,22 @@ type Connection struct {
 	// Version increases with every write; writes are compare-and-set on it. Zero: never stored.
 	Version int64 `json:"-"`
 }
+
+// RefreshMarker records, in Redis beside the connection record and before the Academy is
+// called, that a lease holder is spending the connection's refresh token. Only the Refresher
+// reads it (Store.RefreshState), so the request path's Connection does not carry it. The holder removes it once the call is over, whatever
+// the outcome. A marker that outlives its holder's lease therefore means the holder died or was
+// cut off mid-refresh: the Academy may have rotated the token, so the next holder must not
+// send it again (see Refresher.refreshLocked).
+type RefreshMarker struct {
+	// Owner is the lease owner token of the holder that started the refresh.
+	Owner string
+	// Since is when it started.
+	Since time.Time
+}
+
+// IsZero reports whether there is no marker (m is nil or empty).
+func (m *RefreshMarker) IsZero() bool { return m == nil || m.Owner == "" }
 
 // HasScope reports whether the connection was granted scope.
 func (c *Connection) HasScope(s scope.Scope) bool { return slices.Contains(c.Scopes, string(s)) }

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	eventually "github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -339,7 +340,8 @@ func runStoreConformance(t *testing.T, d deployment) {
 	t.Run("single flight", func(t *testing.T) {
 		t.Parallel()
 		p := newPair(t, d, "agw-flight:", tokens.ManagerOptions{RefreshBefore: time.Minute})
-		p.academy.delay = 50 * time.Millisecond
+		release := p.academy.holdRefreshes()
+		defer release()
 		seed(t, p.a.store, p.academy, "alice")
 		const n = 50
 		var wg sync.WaitGroup
@@ -357,6 +359,8 @@ func runStoreConformance(t *testing.T, d deployment) {
 				got[i], errs[i] = c.AccessToken, err
 			})
 		}
+		waitContended(t, p.academy, p.a, p.b)
+		release()
 		wg.Wait()
 		if refreshes, reused := p.academy.counts(); refreshes != 1 || reused != 0 {
 			t.Fatalf("academy saw %d refreshes and %d reused refresh tokens, want 1 and 0", refreshes, reused)
@@ -369,6 +373,72 @@ func runStoreConformance(t *testing.T, d deployment) {
 		if stored, err := p.b.store.Connection(ctx, "alice"); err != nil || stored.AccessToken != got[0] || stored.Version != 2 {
 			t.Fatalf("stored connection = %q v%d (%v), want %q v2", stored.AccessToken, stored.Version, err, got[0])
 		}
+	})
+
+	t.Run("refresh marker", func(t *testing.T) {
+		t.Parallel()
+		p := newPair(t, d, "agw-marker:", tokens.ManagerOptions{})
+		c := seed(t, p.a.store, p.academy, "hana")
+		held, ok, err := p.a.store.AcquireLease(ctx, "hana", time.Minute)
+		if !ok || err != nil {
+			t.Fatalf("AcquireLease = %v, %v", ok, err)
+		}
+		marker := func() *tokens.RefreshMarker {
+			t.Helper()
+			_, got, err := p.b.store.RefreshState(ctx, "hana")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version+1); ok || err != nil {
+			t.Errorf("MarkRefreshing on another version = %v, %v; want refused", ok, err)
+		}
+		other := tokens.Lease{User: "hana", Owner: "someone-else"}
+		if ok, err := p.b.store.MarkRefreshing(ctx, other, c.Version); ok || err != nil {
+			t.Errorf("MarkRefreshing without the lease = %v, %v; want refused", ok, err)
+		}
+		if m := marker(); !m.IsZero() {
+			t.Fatalf("marker after refused marks = %+v, want none", m)
+		}
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version); !ok || err != nil {
+			t.Fatalf("MarkRefreshing = %v, %v; want set", ok, err)
+		}
+		if m := marker(); m.IsZero() || m.Owner != held.Owner || m.Since.IsZero() {
+			t.Errorf("marker = %+v, want one owned by %s", m, held.Owner)
+		}
+		if err := p.b.store.ClearRefreshing(ctx, other); err != nil || marker().IsZero() {
+			t.Errorf("ClearRefreshing by another owner: %v; the marker must stay", err)
+		}
+		if err := p.a.store.ClearRefreshing(ctx, held); err != nil || !marker().IsZero() {
+			t.Errorf("ClearRefreshing by its owner: %v, marker %+v; want none", err, marker())
+		}
+		// Any compare-and-set clears it.
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, c.Version); !ok || err != nil {
+			t.Fatalf("MarkRefreshing again = %v, %v", ok, err)
+		}
+		next, ok, err := p.a.store.CompareAndSwap(ctx, c, c.Version)
+		if !ok || err != nil || !marker().IsZero() {
+			t.Errorf("CompareAndSwap = %v, %v, marker %+v; want written and no marker", ok, err, marker())
+		}
+		// A writer that does not know markers (an older gateway) bumps the version without
+		// clearing it: the marker is stale and ignored.
+		if ok, err := p.a.store.MarkRefreshing(ctx, held, next.Version); !ok || err != nil {
+			t.Fatalf("MarkRefreshing on v%d = %v, %v", next.Version, ok, err)
+		}
+		if err := d.client(t).HIncrBy(ctx, "agw-marker:{u:hana}:conn", "ver", 1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if m := marker(); !m.IsZero() {
+			t.Errorf("marker of an older version = %+v, want ignored", m)
+		}
+	})
+
+	t.Run("refresher", func(t *testing.T) {
+		t.Parallel()
+		runRefresherConformance(t, func(t *testing.T, prefix string) refreshBackend {
+			return storeBackend(t, prefix, d.client, nil) // leases expire in real time
+		})
 	})
 
 	t.Run("cache invalidation", func(t *testing.T) {
@@ -413,17 +483,12 @@ func runStoreConformance(t *testing.T, d deployment) {
 		if _, err := p.b.store.DeleteKey(ctx, k.ID); err != nil {
 			t.Fatalf("DeleteKey: %v", err)
 		}
-		deadline := time.Now().Add(time.Second)
-		for {
-			_, err := p.a.mgr.LookupKey(ctx, key)
-			if errors.Is(err, tokens.ErrUnknownKey) {
-				break
+		eventually.Eventually(t, time.Second, func() error {
+			if _, err := p.a.mgr.LookupKey(ctx, key); !errors.Is(err, tokens.ErrUnknownKey) {
+				return fmt.Errorf("LookupKey after DeleteKey on the other replica = %v, want ErrUnknownKey (cache TTL is 1 h)", err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("LookupKey one second after DeleteKey on the other replica = %v, want ErrUnknownKey (cache TTL is 1 h)", err)
-			}
-			time.Sleep(2 * time.Millisecond) // poll interval, bounded by the deadline
-		}
+			return nil
+		})
 		for i, sub := range direct {
 			if !receives(t, sub, "k:"+k.ID) {
 				t.Errorf("subscriber on cluster node %s did not receive the revocation of %s", d.nodes[i], k.ID)

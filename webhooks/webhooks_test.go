@@ -28,6 +28,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	waitutil "github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
 	"github.com/academy-gateway/academy-gateway/webhooks"
@@ -103,13 +104,7 @@ func (r *receiver) deliveries() []delivery {
 // eventually polls cond every 5 ms for up to 20 s: a bound on a wait, never a timed assertion.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting (20 s) for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	waitutil.EventuallyTrue(t, 20*time.Second, what, cond)
 }
 
 // fastOptions shrink every wait so tests run quickly.

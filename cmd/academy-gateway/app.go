@@ -24,6 +24,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/admin"
 	"github.com/academy-gateway/academy-gateway/audit"
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/onboard"
 	"github.com/academy-gateway/academy-gateway/proxy"
@@ -204,6 +205,7 @@ func (a *app) proxyHandler() http.Handler {
 		Transport:     proxy.NewTransport(a.cfg.Upstream.Timeout.D()),
 		Metrics:       a.m,
 		Logger:        a.log.Named("access"),
+		MaxBodyBytes:  a.cfg.Server.MaxBodyBytes,
 	}
 	if a.cfg.Identity.Mode == config.ModeStatic {
 		opts.StaticUser = a.cfg.Identity.StaticUser
@@ -212,7 +214,7 @@ func (a *app) proxyHandler() http.Handler {
 	r.Path(onboard.StartPath).Methods(http.MethodGet).HandlerFunc(a.onboard.Start)
 	r.Path(a.onboard.CallbackPath()).Methods(http.MethodGet).HandlerFunc(a.onboard.Callback)
 	r.PathPrefix("/").Handler(proxy.New(a.mgr, opts))
-	return r
+	return proxy.Harden(r, proxy.HardenOptions{WriteStall: a.cfg.Server.ReadTimeout.D(), Metrics: a.m, Logger: opts.Logger})
 }
 
 // authHandler serves the auth listener: forward-auth checks of an ingress (SPEC §4.1), decided
@@ -227,7 +229,8 @@ func (a *app) authHandler() http.Handler {
 	if a.cfg.Identity.Mode == config.ModeStatic {
 		opts.StaticUser = a.cfg.Identity.StaticUser
 	}
-	return proxy.NewForwardAuth(a.mgr, opts)
+	// Harden's refusals are logged, not counted: its counter is the proxy listener's.
+	return proxy.Harden(proxy.NewForwardAuth(a.mgr, opts), proxy.HardenOptions{WriteStall: a.cfg.Server.ReadTimeout.D(), Logger: opts.Logger})
 }
 
 // loopbackAddr reports whether a listen address ("host:port") can only be reached from this
@@ -247,6 +250,8 @@ func loopbackAddr(addr string) bool {
 // opsHandler serves the ops listener: metrics, health and (when enabled) the admin API.
 func (a *app) opsHandler() http.Handler {
 	r := mux.NewRouter()
+	r.NotFoundHandler = jsonError(httperr.New(http.StatusNotFound, httperr.NotFound, "No such endpoint on the ops listener."))
+	r.MethodNotAllowedHandler = jsonError(httperr.New(http.StatusMethodNotAllowed, httperr.MethodNotAllowed, "This endpoint does not take that method."))
 	r.Path("/metrics").Methods(http.MethodGet).Handler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	r.Path("/healthz").Methods(http.MethodGet).HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -257,32 +262,39 @@ func (a *app) opsHandler() http.Handler {
 	return r
 }
 
-// ready answers 200 when Redis answers within a second, else 503 with the reason.
+// jsonError answers every request with e, so the ops router's own refusals are JSON like every
+// other gateway error rather than the router's plain text.
+func jsonError(e *httperr.Error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { httperr.Write(w, e, "") })
+}
+
+// ready answers 200 when Redis answers within a second, else 503 with the reason: what the
+// Redis client said (the runbook's first diagnostic step reads it).
 func (a *app) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := a.store.Ping(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: redis: %v\n", errors.Unwrap(err))
+		fmt.Fprintf(w, "not ready: redis: %v\n", redisCause(err))
 		return
 	}
 	io.WriteString(w, "ready\n")
 }
 
+// redisCause returns what the Redis client said, without the store's own wrapping.
+func redisCause(err error) error {
+	if se, ok := errors.AsType[*tokens.StoreError](err); ok {
+		return se.Err
+	}
+	return err
+}
+
 // serve runs the listeners (authLn, the forward-auth listener, only when not nil) and the token
 // manager until ctx ends, then drains in-flight requests for at most server.shutdown_timeout.
 func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) error {
-	newServer := func(h http.Handler, name string) *http.Server {
-		return &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    a.cfg.Server.MaxHeaderBytes,
-			ErrorLog:          zap.NewStdLog(a.log.Named(name)),
-		}
-	}
-	servers := []*http.Server{newServer(a.proxyHandler(), "proxy"), newServer(a.opsHandler(), "ops")}
+	servers := []*http.Server{newServer(a.cfg.Server, a.proxyHandler(), a.log.Named("proxy")),
+		newServer(a.cfg.Server, a.opsHandler(), a.log.Named("ops"))}
 	tlsConfig, err := a.listenerTLS(a.opts.tls)
 	if err != nil {
 		for _, ln := range []net.Listener{proxyLn, opsLn, authLn} {
@@ -295,7 +307,7 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) er
 	servers[0].TLSConfig = tlsConfig // the proxy and auth listeners; ops stays plain HTTP
 	lns := []net.Listener{proxyLn, opsLn}
 	if authLn != nil {
-		auth := newServer(a.authHandler(), "auth")
+		auth := newServer(a.cfg.Server, a.authHandler(), a.log.Named("auth"))
 		auth.TLSConfig = tlsConfig
 		servers, lns = append(servers, auth), append(lns, authLn)
 		if a.cfg.Security.ForwardAuthToken == "" && !loopbackAddr(a.cfg.Listen.Auth) {
@@ -384,6 +396,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	}
 	log := e.logger(cfg.Log)
 	defer log.Sync()
+	applyMemoryLimit(log, e.getenv)
 	a, err := newApp(cfg, log, appOptions{})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/internal/tlstest"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -70,13 +71,9 @@ func TestAuthListenerWarning(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- a.serve(ctx, lns[0], lns[1], lns[2]) }()
-			deadline := time.Now().Add(10 * time.Second)
-			for logs.FilterMessage("gateway serving").Len() == 0 {
-				if time.Now().After(deadline) {
-					t.Fatal("serve did not start within 10 s")
-				}
-				time.Sleep(5 * time.Millisecond) // poll interval, bounded by the deadline
-			}
+			testutil.EventuallyTrue(t, 10*time.Second, "serve to start", func() bool {
+				return logs.FilterMessage("gateway serving").Len() > 0
+			})
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatalf("serve: %v", err)

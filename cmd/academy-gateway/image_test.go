@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/internal/tlstest"
 	"github.com/academy-gateway/academy-gateway/sim"
 )
@@ -345,25 +347,22 @@ func TestImage(t *testing.T) {
 			<-exited
 		})
 		client := &http.Client{Timeout: time.Second}
-		ready := func() bool {
-			resp, err := client.Get("http://" + ops + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		}
-		for deadline := time.Now().Add(20 * time.Second); !ready(); {
+		testutil.EventuallyEvery(t, 20*time.Second, 20*time.Millisecond, func() error {
 			select {
 			case <-exited:
 				t.Fatalf("serve exited: %v\n%s", waitErr, logs.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("serve in the image not ready on %s within 20s:\n%s", ops, logs.String())
+			resp, err := client.Get("http://" + ops + "/readyz")
+			if err != nil {
+				return fmt.Errorf("serve in the image not ready on %s: %w\n%s", ops, err, logs.String())
 			}
-			time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline above
-		}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("serve in the image: /readyz answered %s\n%s", resp.Status, logs.String())
+			}
+			return nil
+		})
 		// chroot execs the binary, so the signal reaches the gateway itself.
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 )
 
 // The shipped ingress configurations (deploy/forward-auth/), relative to this package.
@@ -169,8 +170,7 @@ func startIngress(t *testing.T, cmd *exec.Cmd, addr, logFile string) {
 			}
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testutil.Eventually(t, 15*time.Second, func() error {
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(out.Name())
@@ -178,15 +178,13 @@ func startIngress(t *testing.T, cmd *exec.Cmd, addr, logFile string) {
 			t.Fatalf("%s exited: %s\n%s", cmd.Path, b, logs)
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return fmt.Errorf("%s does not listen on %s: %w", cmd.Path, addr, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not listen on %s after 15 s", cmd.Path, addr)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
-	}
+		c.Close()
+		return nil
+	})
 }
 
 // startNginx runs Debian's nginx with the shipped configuration in a prefix of its own; token,

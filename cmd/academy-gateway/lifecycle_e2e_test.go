@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/tokens"
 	"github.com/academy-gateway/academy-gateway/webhooks"
 )
@@ -116,13 +117,7 @@ func jsonText(v any) string {
 // pollUntil checks cond every 5 ms for at most 20 s: a bound on a wait, not a timed assertion.
 func pollUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting (20 s) for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	testutil.EventuallyTrue(t, 20*time.Second, what, cond)
 }
 
 // withWebhooks points s's configuration at h.

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -372,28 +373,28 @@ func obsRunPrometheus(t *testing.T, bin, cfgPath, dataDir string) *obsPrometheus
 		<-exited
 	})
 
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	portTaken := false
+	testutil.EventuallyEvery(t, 30*time.Second, 100*time.Millisecond, func() error {
 		if resp, err := http.Get(p.url + "/-/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return p
+				return nil
 			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready on %s within 30 s; its log:\n%s", addr, p.log.String())
 		}
 		select {
 		case <-exited:
-			if strings.Contains(p.log.String(), "address already in use") {
+			if portTaken = strings.Contains(p.log.String(), "address already in use"); portTaken {
 				return nil
 			}
 			t.Fatalf("prometheus exited (%v); its log:\n%s", waitErr, p.log.String())
-		case <-tick.C:
+		default:
 		}
+		return fmt.Errorf("prometheus not ready on %s; its log:\n%s", addr, p.log.String())
+	})
+	if portTaken {
+		return nil
 	}
+	return p
 }
 
 // query runs an instant PromQL query and returns the value of its first sample ("" when the
@@ -426,19 +427,13 @@ func (p *obsPrometheus) query(t *testing.T, q string) (value, raw string) {
 // 30 s.
 func (p *obsPrometheus) until(t *testing.T, q, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testutil.EventuallyEvery(t, 30*time.Second, 200*time.Millisecond, func() error {
 		got, raw := p.query(t, q)
 		if got == want {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %q after 30 s, want %q; last answer: %s\nprometheus log:\n%s", q, got, want, raw, p.log.String())
-		}
-		<-tick.C
-	}
+		return fmt.Errorf("%s: still %q, want %q; last answer: %s\nprometheus log:\n%s", q, got, want, raw, p.log.String())
+	})
 }
 
 // TestPrometheusScrapesGateway: a real Prometheus scrapes the ops listener; the target is up

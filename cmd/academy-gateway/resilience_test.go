@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
@@ -33,9 +34,6 @@ import (
 
 // resClient bounds every request of these tests.
 var resClient = &http.Client{Timeout: 10 * time.Second}
-
-// resPollStep is the pause between two looks of a bounded poll.
-const resPollStep = 10 * time.Millisecond
 
 // ---------------------------------------------------------------------------------------------
 // A restartable redis-server.
@@ -224,13 +222,12 @@ func (tap *resTap) count(path string) int {
 // waitArrived polls until at least n requests for path reached the simulator.
 func (tap *resTap) waitArrived(t *testing.T, path string, n int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for tap.count(path) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests for %s reached the simulator within %v, want %d", tap.count(path), path, within, n)
+	testutil.Eventually(t, within, func() error {
+		if got := tap.count(path); got < n {
+			return fmt.Errorf("%d requests for %s reached the simulator, want %d", got, path, n)
 		}
-		time.Sleep(resPollStep) // poll interval, bounded by the deadline above
-	}
+		return nil
+	})
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,23 +420,19 @@ func TestRedisRestartRecovers(t *testing.T) {
 		return resMetric(t, a, "academy_gateway_token_cache_lookups_total", map[string]string{"result": "miss"})
 	}
 	var staleTook time.Duration
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		before := misses()
 		asked := time.Now()
 		got, _ := resAsk(t, a.proxyURL+movies, key)
-		took := time.Since(asked)
+		staleTook = time.Since(asked)
 		if got.Status != http.StatusOK {
 			t.Fatalf("warm user with Redis down: %+v, want 200 from the cache", got)
 		}
 		if misses() > before {
-			staleTook = took
-			break // served although the cache entry was stale and Redis unreachable
+			return nil // served although the cache entry was stale and Redis unreachable
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no request went past the 1 s cache within 5 s")
-		}
-		time.Sleep(resPollStep) // poll interval, bounded by the deadline above
-	}
+		return errors.New("no request went past the 1 s cache")
+	})
 	if got, _ := resAsk(t, b.proxyURL+movies, key); got.Status != http.StatusOK {
 		t.Errorf("warm user on the 1 h cache replica with Redis down: %+v, want 200", got)
 	}
@@ -460,12 +453,12 @@ func TestRedisRestartRecovers(t *testing.T) {
 	rr.restart()
 
 	for i, r := range replicas {
-		for deadline := time.Now().Add(10 * time.Second); resReady(t, r) != http.StatusOK; {
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %d: /readyz not 200 within 10 s of Redis coming back", i)
+		testutil.Eventually(t, 10*time.Second, func() error {
+			if got := resReady(t, r); got != http.StatusOK {
+				return fmt.Errorf("replica %d: /readyz = %d after Redis came back, want 200", i, got)
 			}
-			time.Sleep(resPollStep) // poll interval, bounded by the deadline above
-		}
+			return nil
+		})
 	}
 	// The data survived the restart (read from Redis, not from a cache).
 	if c, err := a.app.store.Connection(t.Context(), user); err != nil || c.Status != tokens.StatusActive {
@@ -482,27 +475,23 @@ func TestRedisRestartRecovers(t *testing.T) {
 	}
 
 	// Every replica subscribes again (bounded), then a revocation must reach the 1 h cache.
-	for deadline := time.Now().Add(10 * time.Second); subscribers() != subscribed; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s has %d subscribers 10 s after Redis came back, want %d", channel, subscribers(), subscribed)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if got := subscribers(); got != subscribed {
+			return fmt.Errorf("%s has %d subscribers after Redis came back, want %d", channel, got, subscribed)
 		}
-		time.Sleep(resPollStep) // poll interval, bounded by the deadline above
-	}
+		return nil
+	})
 	began := time.Now()
 	if _, err := a.app.store.DeleteKey(t.Context(), keys[0].ID); err != nil {
 		t.Fatalf("delete key: %v", err)
 	}
-	for deadline := began.Add(3 * time.Second); ; {
-		got, _ := resAsk(t, b.proxyURL+movies, key)
-		if got == (resAnswer{http.StatusUnauthorized, "invalid_api_key"}) {
-			t.Logf("revocation after the Redis restart reached the 1 h cache replica in %v", time.Since(began))
-			break
+	testutil.Eventually(t, time.Until(began.Add(3*time.Second)), func() error {
+		if got, _ := resAsk(t, b.proxyURL+movies, key); got != (resAnswer{http.StatusUnauthorized, "invalid_api_key"}) {
+			return fmt.Errorf("the 1 h cache replica still answers %+v after the key was revoked: the invalidation subscription did not come back", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the 1 h cache replica still answers %+v 3 s after the key was revoked: the invalidation subscription did not come back", got)
-		}
-		time.Sleep(resPollStep) // poll interval, bounded by the deadline above
-	}
+		return nil
+	})
+	t.Logf("revocation after the Redis restart reached the 1 h cache replica in %v", time.Since(began))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,12 +569,15 @@ func TestAcademyFailuresAreClassified(t *testing.T) {
 			arrange: func(t *testing.T, e *resEnv) {
 				e.s.sim.FailRefreshes(100)
 				needAt := e.conn.AccessExpiresAt.Add(-e.conn.AccessExpiresAt.Sub(e.conn.IssuedAt) / 2)
-				for !time.Now().After(needAt) { // bounded: needAt is at most half a second away
+				testutil.Eventually(t, time.Second, func() error { // needAt is at most half a second away
 					if time.Now().After(e.conn.AccessExpiresAt) {
 						t.Fatal("the token expired before the refresh window was reached")
 					}
-					time.Sleep(resPollStep)
-				}
+					if !time.Now().After(needAt) {
+						return errors.New("the refresh window was not reached")
+					}
+					return nil
+				})
 			},
 			want:    resAnswer{http.StatusOK, ""},
 			outcome: "forwarded",
@@ -686,12 +678,12 @@ func TestAcademyFailuresAreClassified(t *testing.T) {
 			}
 			// The request is counted when its handler returns, which may be after the caller
 			// has its answer (or, for a hang-up, gave up): poll.
-			for deadline := time.Now().Add(5 * time.Second); resRequests(t, e.r, wantCode, tt.outcome) < counted+1; {
-				if time.Now().After(deadline) {
-					t.Fatalf("requests_total{method=GET,code=%d,outcome=%s} did not increase within 5 s", wantCode, tt.outcome)
+			testutil.Eventually(t, 5*time.Second, func() error {
+				if resRequests(t, e.r, wantCode, tt.outcome) < counted+1 {
+					return fmt.Errorf("requests_total{method=GET,code=%d,outcome=%s} did not increase", wantCode, tt.outcome)
 				}
-				time.Sleep(resPollStep) // poll interval, bounded by the deadline above
-			}
+				return nil
+			})
 			if got := resRequests(t, e.r, wantCode, tt.outcome) - counted; got != 1 {
 				t.Errorf("requests_total{method=GET,code=%d,outcome=%s} rose by %v, want 1", wantCode, tt.outcome, got)
 			}

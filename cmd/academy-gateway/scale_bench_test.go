@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/keyimport"
 	"github.com/academy-gateway/academy-gateway/metrics"
 	"github.com/academy-gateway/academy-gateway/tokens"
@@ -147,19 +148,17 @@ log:
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	ops := "http://" + opsAddr
 	client := &http.Client{Timeout: 30 * time.Second}
-	for i := 0; ; i++ {
+	testutil.EventuallyEvery(b, 30*time.Second, time.Millisecond, func() error {
 		resp, err := client.Get(ops + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return fmt.Errorf("the gateway did not answer /healthz: %w", err)
 		}
-		if i == 5000 {
-			b.Fatalf("the gateway did not answer /healthz: %v", err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/healthz = %d", resp.StatusCode)
 		}
-		time.Sleep(time.Millisecond) // poll interval, bounded by the loop
-	}
+		return nil
+	})
 	startup := time.Since(start)
 	rssStart := scaleRSS(b, cmd.Process.Pid)
 	b.Logf("gateway start-up (exec to /healthz 200): %v, RSS %d MB", startup.Round(time.Millisecond), rssStart>>10)
@@ -169,17 +168,14 @@ log:
 	// counts a store operation when it is done.
 	var round time.Duration
 	var peak int64
-	for i := 0; ; i++ {
+	testutil.EventuallyEvery(b, 2*time.Minute, 20*time.Millisecond, func() error {
 		peak = max(peak, scaleRSS(b, cmd.Process.Pid))
-		if scaleMetric(b, client, ops, `academy_gateway_token_store_operations_total{op="reconcile_status_sets",result="ok"} `) >= 1 {
-			round = time.Since(start) - startup
-			break
+		if scaleMetric(b, client, ops, `academy_gateway_token_store_operations_total{op="reconcile_status_sets",result="ok"} `) < 1 {
+			return fmt.Errorf("the first background round did not finish")
 		}
-		if i == 6000 {
-			b.Fatal("the first background round did not finish within 2 minutes")
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the loop
-	}
+		round = time.Since(start) - startup
+		return nil
+	})
 	if n := scaleMetric(b, client, ops, `academy_gateway_connections{status="active"} `); n != scaleUsers {
 		b.Errorf("connections gauge = %d, want %d", n, scaleUsers)
 	}

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 )
 
 // Server is a running redis-server.
@@ -155,21 +157,19 @@ func StartCluster(tb testing.TB) *Cluster {
 		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), clusterStateTimeout)
+	deadline := time.Now().Add(clusterStateTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for _, addr := range c.Addrs {
 		node := redis.NewClient(&redis.Options{Addr: addr})
 		defer node.Close()
-		for {
+		testutil.Eventually(tb, time.Until(deadline), func() error {
 			info, err := node.ClusterInfo(ctx).Result()
 			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
+				return nil
 			}
-			if ctx.Err() != nil {
-				tb.Fatalf("cluster node %s not ok within %v: %v\n%s", addr, clusterStateTimeout, err, info)
-			}
-			time.Sleep(10 * time.Millisecond) // poll interval, bounded by the context's deadline
-		}
+			return fmt.Errorf("cluster node %s not ok: %v\n%s", addr, err, info)
+		})
 	}
 	return c
 }
@@ -222,16 +222,14 @@ func StartSentinel(tb testing.TB) *Sentinel {
 	defer sc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), sentinelTimeout)
 	defer cancel()
-	for {
+	testutil.Eventually(tb, sentinelTimeout, func() error {
 		addr, err := sc.GetMasterAddrByName(ctx, name).Result()
 		if err == nil && len(addr) == 2 && net.JoinHostPort(addr[0], addr[1]) == master.Addr {
-			return s
+			return nil
 		}
-		if ctx.Err() != nil {
-			tb.Fatalf("sentinel %s did not name master %s within %v: %v %v", sn.Addr, master.Addr, sentinelTimeout, addr, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, bounded by the context's deadline
-	}
+		return fmt.Errorf("sentinel %s does not name master %s: %v %v", sn.Addr, master.Addr, addr, err)
+	})
+	return s
 }
 
 // need returns the path of the named binary. Without it the test is skipped, unless CI is set:
