@@ -90,7 +90,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) error {
 func checkScopes(scopes []string) ([]string, error) {
 	out, err := scope.ParseList(scopes, scope.KeyScopes)
 	if err != nil {
-		return nil, badRequest(`"scopes" may hold only "read", "write" and "delete".`, err)
+		return nil, badRequest(`"scopes" may hold only `+scope.Join(scope.KeyScopes, ", ")+".", err)
 	}
 	return out, nil
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/academy-gateway/academy-gateway/scope"
 )
 
 // Config is the whole configuration. Field tags are the YAML keys of docs/reference.md §3.
@@ -143,7 +145,7 @@ func Default() Config {
 			RefreshURL:    academy + "/refresh",
 			InvalidateURL: academy + "/invalidate",
 			RedirectURL:   "http://localhost:8080/oauth/callback",
-			Scopes:        []string{"connect", "read", "write", "delete"},
+			Scopes:        scope.Strings(scope.All),
 			RefreshBefore: Duration(60 * time.Second),
 			ExpiresInUnit: Duration(time.Minute),
 			KeepAlive:     true,

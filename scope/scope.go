@@ -57,14 +57,17 @@ func Fields(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
 }
 
-// Join writes scopes separated by sep.
-func Join(scopes []Scope, sep string) string {
-	parts := make([]string, len(scopes))
+// Strings returns scopes as the plain strings records and configuration hold.
+func Strings(scopes []Scope) []string {
+	out := make([]string, len(scopes))
 	for i, s := range scopes {
-		parts[i] = string(s)
+		out[i] = string(s)
 	}
-	return strings.Join(parts, sep)
+	return out
 }
+
+// Join writes scopes separated by sep.
+func Join(scopes []Scope, sep string) string { return strings.Join(Strings(scopes), sep) }
 
 // InfoPath is the one path that needs only a connection, no scope, when read.
 const InfoPath = "/info"
