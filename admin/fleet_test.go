@@ -73,7 +73,7 @@ func (s importSummary) outcomes() string {
 	return b.String()
 }
 
-// TestImportKeys: every outcome of SPEC §2.1 through POST /admin/keys/import, in each body
+// TestImportKeys: every outcome of docs/reference.md §2.1 through POST /admin/keys/import, in each body
 // format, with dry runs and a second run that changes nothing; no key in any answer or log.
 func TestImportKeys(t *testing.T) {
 	e := newEnv(t)

@@ -19,7 +19,7 @@ const maxImportBytes = 32 << 20
 
 // importKeys handles POST /admin/keys/import[?dry_run=true]: a JSON Lines body
 // (application/x-ndjson), a {"keys":[…]} document (application/json) or CSV (text/csv), imported
-// as `keys import` does (SPEC §2.1). The answer is the summary; it never holds a key.
+// as `keys import` does (docs/reference.md §2.1). The answer is the summary; it never holds a key.
 func (h *Handler) importKeys(w http.ResponseWriter, r *http.Request) error {
 	dryRun := false
 	if v := r.URL.Query().Get("dry_run"); v != "" {

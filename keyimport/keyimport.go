@@ -1,4 +1,4 @@
-// Package keyimport is the one import engine of SPEC §2.1, behind both `academy-gateway keys
+// Package keyimport is the one import engine of docs/reference.md §2.1, behind both `academy-gateway keys
 // import` and POST /admin/keys/import: it reads a CSV file (header row user,key,scopes,name),
 // JSON Lines, or a {"keys":[…]} document, checks every line on its own, hands the good ones to
 // the token store in one pipelined call, and sums the outcomes up in the admin API's shape.
@@ -40,7 +40,7 @@ type Store interface {
 	ImportKeys(ctx context.Context, entries []tokens.ImportEntry, dryRun bool) ([]tokens.ImportResult, error)
 }
 
-// Summary is the outcome of an import, in the shape of the admin API's answer (SPEC §5).
+// Summary is the outcome of an import, in the shape of the admin API's answer (docs/reference.md §5).
 type Summary struct {
 	Created   int        `json:"created"`
 	Updated   int        `json:"updated"`

@@ -15,7 +15,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// fakeStore is an in-memory keyimport.Store with the outcome rules of SPEC §2.1 (the Redis
+// fakeStore is an in-memory keyimport.Store with the outcome rules of docs/reference.md §2.1 (the Redis
 // implementation is tested against real servers in package tokens).
 type fakeStore struct {
 	keys  map[string]tokens.ImportEntry // by key

@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 )
 
-// csvColumns are the columns of the CSV header row (SPEC §2.1).
+// csvColumns are the columns of the CSV header row (docs/reference.md §2.1).
 var csvColumns = []string{"user", "key", "scopes", "name"}
 
 // parseCSV reads a CSV file whose first row is the header. A record that does not parse is an

@@ -26,7 +26,7 @@ const (
 	OutcomeStoreError        = "store_error"
 )
 
-// Outcomes of a forward-auth check (SPEC §4.1) besides the refusal outcomes above.
+// Outcomes of a forward-auth check (docs/reference.md §4.1) besides the refusal outcomes above.
 const (
 	OutcomeAllowed   = "allowed"   // the ingress may forward, with the Bearer of the answer
 	OutcomeForbidden = "forbidden" // the check lacked the right X-Gateway-Auth

@@ -7,7 +7,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// decider is SPEC §4 steps 1–3, the one decision both the proxy listener and forward-auth
+// decider is docs/reference.md §4 steps 1–3, the one decision both the proxy listener and forward-auth
 // (§4.1) make about a request: who is calling, whether the path is one the gateway checks byte
 // for byte, whether the key and the connection grant the method's scope, and which access token
 // to send (refreshed first when due).

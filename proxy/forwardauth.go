@@ -40,7 +40,7 @@ type ForwardAuthOptions struct {
 	Now func() time.Time
 }
 
-// ForwardAuth answers an ingress's checks on the auth listener (SPEC §4.1): it applies the proxy
+// ForwardAuth answers an ingress's checks on the auth listener (docs/reference.md §4.1): it applies the proxy
 // listener's decision (identity, path rules, scope, token) to the request the ingress describes
 // in X-Forwarded-Method and X-Forwarded-Uri, and answers 200 with the user's Bearer or the
 // proxy's JSON refusal. It never sees the upstream's answer, so it never refreshes reactively.

@@ -331,7 +331,7 @@ func TestForwardAuthOtherPaths(t *testing.T) {
 }
 
 // TestForwardAuthNoReactiveRefresh: a check never asks for another token: the gateway does not
-// see the upstream's answer (SPEC §4.1).
+// see the upstream's answer (docs/reference.md §4.1).
 func TestForwardAuthNoReactiveRefresh(t *testing.T) {
 	f := newFAFixture(t, nil)
 	for range 3 {
@@ -351,7 +351,7 @@ func TestForwardAuthStaticIdentity(t *testing.T) {
 	}
 }
 
-// TestForwardAuthAccessLog: one access line per check with the fields of SPEC §8 (no upstream
+// TestForwardAuthAccessLog: one access line per check with the fields of docs/reference.md §8 (no upstream
 // duration: there is no upstream) and neither key nor token in any line.
 func TestForwardAuthAccessLog(t *testing.T) {
 	f := newFAFixture(t, nil)

@@ -231,7 +231,7 @@ func (w *hardWriter) FlushError() error {
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *hardWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// limitBody enforces max on r's body (SPEC §4 step 6, payload_too_large): a Content-Length over
+// limitBody enforces max on r's body (docs/reference.md §4 step 6, payload_too_large): a Content-Length over
 // max is refused before anything is read; a body without one is cut where it crosses max, and
 // the read error (an *http.MaxBytesError) ends the exchange as a 413 (classify). Zero: no limit.
 func limitBody(w http.ResponseWriter, r *http.Request, max int64) error {

@@ -13,7 +13,7 @@ import (
 // ErrDecrypt means a stored connection record is corrupt: it does not decode, or its sealed
 // tokens do not open (wrong or removed key, tampering, or a record copied from another user,
 // whose id was the associated data). Such a record is refused, never forwarded, and never taken
-// for a Redis outage (SPEC §6): the Manager answers it as ErrReauthRequired (the user's next
+// for a Redis outage (docs/reference.md §6): the Manager answers it as ErrReauthRequired (the user's next
 // authorization overwrites the record), the admin API lists it as "undecryptable".
 var ErrDecrypt = errors.New("connection record is corrupt")
 

@@ -20,7 +20,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// TestRefreshFailuresArePassing: SPEC §4 steps 3 and 5, issue 14 item 10. When the refresh that
+// TestRefreshFailuresArePassing: docs/reference.md §4 steps 3 and 5, issue 14 item 10. When the refresh that
 // an expired token (proactive) or an upstream 401 (reactive) calls for cannot complete because
 // the refresh endpoint fails, hangs, refuses the client credentials, rate-limits or answers
 // garbage, the Manager returns a *RefreshError (the proxy's 502 upstream_unavailable, or 504
@@ -130,7 +130,7 @@ func trigger(reactive bool) string {
 	return metrics.TriggerProactive
 }
 
-// TestCorruptRecordRefused: SPEC §6, issue 14 item 11. A connection record overwritten with
+// TestCorruptRecordRefused: docs/reference.md §6, issue 14 item 11. A connection record overwritten with
 // garbage, with tampered ciphertext, or with another user's record is refused: the Manager
 // answers ErrReauthRequired (also matching ErrDecrypt, never ErrStoreUnavailable), drops the
 // cached token instead of serving it, counts no Redis failure, and refreshes nothing. Real Redis.

@@ -13,7 +13,7 @@ import (
 )
 
 // FuzzWellFormed fuzzes the x-api-key format check, the first thing every caller-supplied key
-// meets (SPEC §2.1: a malformed key is one that keys create --key refuses). Properties: it never
+// meets (docs/reference.md §2.1: a malformed key is one that keys create --key refuses). Properties: it never
 // panics; a well-formed key is 1–512 printable ASCII characters; an issued key (agw_ prefix)
 // survives only with its own checksum, so changing any one character of it is caught.
 func FuzzWellFormed(f *testing.F) {

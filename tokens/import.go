@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Bulk registration of existing keys (SPEC §2.1), pipelined: a batch of lines costs a handful
+// Bulk registration of existing keys (docs/reference.md §2.1), pipelined: a batch of lines costs a handful
 // of round trips, not a few per line. Parsing files is package keyimport's; this is the Redis
 // side, used by `keys import` and POST /admin/keys/import alike through keyimport.Run.
 
@@ -24,7 +24,7 @@ type ImportEntry struct {
 	Name   string
 }
 
-// Import outcomes (SPEC §2.1).
+// Import outcomes (docs/reference.md §2.1).
 const (
 	ImportCreated   = "created"
 	ImportUpdated   = "updated"

@@ -282,7 +282,7 @@ func (mg *Manager) Token(ctx context.Context, c Connection) (_ Connection, refre
 // Rejected is called when the Academy answered 401 to c's access token: it returns a connection
 // with another access token (refreshing unless another request already did). When that cannot
 // be had for a passing reason the error is a *RefreshError (or *StoreError), which the caller
-// answers instead of the Academy's 401 (SPEC §4 step 5).
+// answers instead of the Academy's 401 (docs/reference.md §4 step 5).
 func (mg *Manager) Rejected(ctx context.Context, c Connection) (Connection, error) {
 	return mg.refresh(ctx, c, metrics.TriggerReactive)
 }
@@ -301,7 +301,7 @@ func (mg *Manager) refresh(ctx context.Context, seen Connection, trigger string)
 	return c, err
 }
 
-// corrupt answers a connection record that does not decode or decrypt (SPEC §6): refused, never
+// corrupt answers a connection record that does not decode or decrypt (docs/reference.md §6): refused, never
 // forwarded, never taken for a Redis outage. The cached copy is replaced by the refusal, so
 // the stale token is not served even while Redis is flagged down, and the caller gets
 // ErrReauthRequired (401 reauthorization_required: a new authorization overwrites the record)

@@ -222,7 +222,7 @@ func (r *Refresher) refreshShared(ctx context.Context, seen Connection, trigger 
 		// here, cleanly, as reauth_required.
 		r.log.Warn("a replica stopped in the middle of a refresh; the refresh token may be spent: connection needs re-authorization",
 			zap.String("user", user), zap.Time("refresh_started", marker.Since))
-		// SPEC §9 has no reason of its own for this: the refresh token is as good as refused.
+		// docs/reference.md §9 has no reason of its own for this: the refresh token is as good as refused.
 		return r.markReauth(ctx, cur, ReasonInvalidGrant, "interrupted refresh")
 	case r.usable(cur, seen, trigger):
 		return cur, nil
@@ -237,7 +237,7 @@ func (r *Refresher) refreshShared(ctx context.Context, seen Connection, trigger 
 // connection's hash, atomically with a check that the lease is still ours and cur still the
 // stored version; no marker, no call. A live holder always resolves it: new tokens or a
 // reauth_required record replace it (every compare-and-set clears it), and any other outcome
-// removes it, since SPEC §4 step 5 counts a failing, hanging or credential-refusing refresh
+// removes it, since docs/reference.md §4 step 5 counts a failing, hanging or credential-refusing refresh
 // endpoint as a passing reason that must not cost the connection (if such a call did rotate
 // the token after all, the next refresh is rejected and ends the connection as
 // reauth_required, a clean end). So a marker that a new lease holder finds was left by a holder

@@ -159,7 +159,7 @@ type storedState struct {
 	Refreshing *tokens.RefreshMarker
 }
 
-// runRefresherConformance checks the refresh guarantees of SPEC §4 steps 3 and 5 and §6 over
+// runRefresherConformance checks the refresh guarantees of docs/reference.md §4 steps 3 and 5 and §6 over
 // one store implementation: one refresh across replicas, never a replayed refresh token, a
 // clean end when a replica dies mid-refresh, passing failures that keep the connection.
 func runRefresherConformance(t *testing.T, nb newBackend) {

@@ -217,7 +217,7 @@ func (a *app) proxyHandler() http.Handler {
 	return proxy.Harden(r, proxy.HardenOptions{WriteStall: a.cfg.Server.ReadTimeout.D(), Metrics: a.m, Logger: opts.Logger})
 }
 
-// authHandler serves the auth listener: forward-auth checks of an ingress (SPEC §4.1), decided
+// authHandler serves the auth listener: forward-auth checks of an ingress (docs/reference.md §4.1), decided
 // as the proxy listener decides.
 func (a *app) authHandler() http.Handler {
 	opts := proxy.ForwardAuthOptions{

@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestCorruptRecordNeverForwarded: SPEC §6, issue 14 item 11, end to end against real Redis.
+// TestCorruptRecordNeverForwarded: docs/reference.md §6, issue 14 item 11, end to end against real Redis.
 // Once a user's connection record is overwritten with garbage or with another user's record,
 // requests are refused with 401 reauthorization_required (the user must connect again, which
 // overwrites the record), nothing reaches the Academy, and the admin API shows the record as

@@ -70,7 +70,7 @@ func (f *crashAcademy) seen() (calls, reused int) {
 	return f.calls, f.reused
 }
 
-// TestReplicaKilledMidRefresh: issue 14 "Faults", SPEC §4 step 3. Two gateway processes share
+// TestReplicaKilledMidRefresh: issue 14 "Faults", docs/reference.md §4 step 3. Two gateway processes share
 // one Redis. The first is SIGKILLed while its refresh is at the Academy (which rotates the
 // token when the request completes). The second takes the lease over once it expires, finds the
 // refresh-in-flight marker, and ends the connection cleanly as reauth_required: the caller gets

@@ -28,7 +28,7 @@ import (
 // errImportIncomplete is the exit-1 error of an import with conflicts or invalid lines.
 var errImportIncomplete = errors.New("keys import: some lines were not imported (conflicts or invalid lines; see above)")
 
-// keysImport is `keys import [--dry-run] [--json] FILE` (SPEC §2.1).
+// keysImport is `keys import [--dry-run] [--json] FILE` (docs/reference.md §2.1).
 func (e env) keysImport(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("keys import")
 	asJSON := fs.Bool("json", false, "print the summary as JSON (the admin API's answer)")

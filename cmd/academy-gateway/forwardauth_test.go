@@ -41,7 +41,7 @@ func TestLoopbackAddr(t *testing.T) {
 }
 
 // TestAuthListenerWarning: serve warns at start when listen.auth is not a loopback address and
-// no forward_auth_token is set (SPEC §4.1), and only then.
+// no forward_auth_token is set (docs/reference.md §4.1), and only then.
 func TestAuthListenerWarning(t *testing.T) {
 	tests := []struct {
 		auth, token string
@@ -96,7 +96,7 @@ func TestAuthListenerWarning(t *testing.T) {
 }
 
 // TestAuthListenerTLS: with listen.tls_cert_file and tls_key_file the auth listener serves HTTPS
-// like the proxy listener (SPEC §3), with the same certificate.
+// like the proxy listener (docs/reference.md §3), with the same certificate.
 func TestAuthListenerTLS(t *testing.T) {
 	ca := tlstest.NewCA(t, "gateway test CA")
 	dir := tlstest.NewSecretDir(t, ca.Issue(t))

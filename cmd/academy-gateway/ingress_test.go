@@ -537,7 +537,7 @@ func fwdRefusals(t *testing.T, e *fwdEnv) {
 }
 
 // fwdNoReactiveRefresh: when the Academy refuses a token the gateway believes valid, the caller
-// gets the Academy's own 401: the gateway never sees it, so nothing is refreshed (SPEC §4.1).
+// gets the Academy's own 401: the gateway never sees it, so nothing is refreshed (docs/reference.md §4.1).
 func fwdNoReactiveRefresh(t *testing.T, e *fwdEnv) {
 	e.s.sim.ExpireAccessTokens(e.s.sim.Users()[0].ID) // John's current token, alice's connection
 	stats, before := e.s.sim.Stats(), e.tap.count()

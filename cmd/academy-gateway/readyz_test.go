@@ -14,7 +14,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/internal/redistest"
 )
 
-// TestReadyzNamesTheCause: SPEC §5, issue 8. /readyz's 503 names what failed, as the Redis
+// TestReadyzNamesTheCause: docs/reference.md §5, issue 8. /readyz's 503 names what failed, as the Redis
 // client said it (the runbook's first diagnostic step reads this line), for a Redis that is down
 // when the gateway starts and for one that stops later; never "redis: <nil>".
 func TestReadyzNamesTheCause(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"github.com/academy-gateway/academy-gateway/config"
 )
 
-// newServer returns the http.Server of one listener with the server.* limits of SPEC §3: every
+// newServer returns the http.Server of one listener with the server.* limits of docs/reference.md §3: every
 // listener (proxy, ops, forward-auth) is built here so none is left without them.
 //
 // ReadHeaderTimeout bounds the headers and ReadTimeout the whole request, body included (a body

@@ -166,7 +166,7 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("%d answers named another user's Academy account", leaks.Load())
 	}
 	// The simulator's 401 passes through when the token the gateway refreshed to was revoked
-	// again before the one retry (SPEC: one refresh, one retry); anything else is a failure.
+	// again before the one retry (docs/reference.md §4 step 5: one refresh, one retry); anything else is a failure.
 	if statuses[200]+statuses[401] != int(requests.Load()) {
 		t.Errorf("statuses %v (-401: the gateway's own), want only 200 and the Academy's 401", statuses)
 	}
