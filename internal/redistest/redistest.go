@@ -342,4 +342,3 @@ func FreePort() (int, error) {
 	}
 	return 0, fmt.Errorf("no loopback port free that was not handed out already")
 }
-
