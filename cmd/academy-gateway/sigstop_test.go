@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/academy-gateway/academy-gateway/internal/testutil"
+	"github.com/google/go-cmp/cmp"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // sigstopBackoff is the store backoff of README "Behaviour in detail" (tokens.storeBackoff):
@@ -83,15 +84,21 @@ func TestRedisPausedWithSIGSTOP(t *testing.T) {
 	}
 	t.Cleanup(resume) // runs before the replicas' and Redis's own cleanups: nothing is left stopped
 
-	storeErrors := func() float64 { // Redis operations of the request path that failed (pings of /readyz aside)
-		all := resMetric(t, g, "academy_gateway_token_store_operations_total", map[string]string{"result": "error"})
-		return all - resMetric(t, g, "academy_gateway_token_store_operations_total", map[string]string{"op": "ping", "result": "error"})
+	// The request path's Redis reads that failed: of keys and of connections, read in process.
+	// Other operations are left out: the connections gauge asks Redis on every scrape of
+	// /metrics (count_status, each a timeout while Redis is paused), and /readyz pings.
+	storeErrors := func() float64 {
+		var sum float64
+		for _, op := range []string{"get_key", "get_connection"} {
+			sum += promtest.ToFloat64(g.app.m.StoreOperations.WithLabelValues(op, "error"))
+		}
+		return sum
 	}
 
 	// 1. A: every answer 200; poll until one went past the 1 s cache (a miss answered from the
 	// stale entry because the Redis read failed).
 	misses := func() float64 {
-		return resMetric(t, g, "academy_gateway_token_cache_lookups_total", map[string]string{"result": "miss"})
+		return promtest.ToFloat64(g.app.m.CacheLookups.WithLabelValues("miss"))
 	}
 	errorsBefore := storeErrors()
 	testutil.Eventually(t, 15*time.Second, func() error {
@@ -112,35 +119,37 @@ func TestRedisPausedWithSIGSTOP(t *testing.T) {
 		t.Errorf("A on the 1 h cache replica with Redis paused: %+v, want 200", got)
 	}
 
-	// 2 and 3. B: n sequential requests, each answered (resClient's 10 s timeout fails the test
-	// through resAsk otherwise) with 503 token_store_unavailable and Retry-After.
-	const n = 10
+	// 2 and 3. B: at least n sequential requests (one per poll), each answered (resClient's 10 s
+	// timeout fails the test through resAsk otherwise) with 503 token_store_unavailable and
+	// Retry-After, until B's own path has asked Redis again at least once: the backoff ends, it
+	// does not shut Redis out for good.
+	const n = 200
 	errorsBefore = storeErrors()
-	began := time.Now()
-	for i := range n {
+	sent := 0
+	took := testutil.Eventually(t, 30*time.Second, func() error {
 		got, resp := resAsk(t, g.proxyURL+movies, keyB)
+		sent++
 		if diff := cmp.Diff(resAnswer{http.StatusServiceUnavailable, "token_store_unavailable"}, got); diff != "" {
-			t.Fatalf("B's request %d with Redis paused (-want +got):\n%s", i, diff)
+			t.Fatalf("B's request %d with Redis paused (-want +got):\n%s", sent, diff)
 		}
 		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra <= 0 {
-			t.Fatalf("B's request %d: Retry-After = %q, want a positive number of seconds", i, resp.Header.Get("Retry-After"))
+			t.Fatalf("B's request %d: Retry-After = %q, want a positive number of seconds", sent, resp.Header.Get("Retry-After"))
 		}
-	}
-	took := time.Since(began)
+		if sent < n || storeErrors() == errorsBefore {
+			return fmt.Errorf("%d requests of B sent, %v failed Redis reads since the first", sent, storeErrors()-errorsBefore)
+		}
+		return nil
+	})
 	failed := storeErrors() - errorsBefore
 	// No retry storm. A failed read makes the request path ask Redis nothing for the backoff,
-	// measured from the failure, so these sequential requests cost at most one read per backoff
-	// window they spanned, plus the one that was in flight when they began. A read against a
-	// paused Redis takes its timeouts to fail, so far fewer happen. The bound is derived from the
-	// elapsed time, not a claim about speed.
+	// counted from the failure, so these sequential requests cost at most one read per backoff
+	// window they spanned, plus one. (A read against a paused Redis takes its timeouts to fail,
+	// so fewer happen.) The bound follows from the elapsed time; it is not a claim about speed.
 	bound := float64(1 + took/sigstopBackoff)
-	t.Logf("with Redis paused: %d requests of B in %v cost %v failed Redis operations (%.3f per request; bound %v)",
-		n, took, failed, failed/n, bound)
-	if failed < 1 {
-		t.Errorf("B's requests cost no failed Redis operation: was Redis asked at all?")
-	}
-	if failed > bound || failed > n/10 {
-		t.Errorf("%d requests of B cost %v failed Redis operations, want at most %v and far fewer than the requests: a retry storm", n, failed, bound)
+	t.Logf("with Redis paused: %d requests of B in %v cost %v failed Redis reads (%.3f per request; bound %v)",
+		sent, took, failed, failed/float64(sent), bound)
+	if failed > bound || failed > float64(sent)/10 {
+		t.Errorf("%d requests of B cost %v failed Redis reads, want at most %v and far fewer than the requests: a retry storm", sent, failed, bound)
 	}
 
 	// 4. /readyz names the timeout.
