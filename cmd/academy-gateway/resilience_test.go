@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/internal/redistest"
 	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -170,14 +171,7 @@ func resPing(addr string) error {
 	return nil
 }
 
-func resFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func resFreePort() (int, error) { return redistest.FreePort() }
 
 // ---------------------------------------------------------------------------------------------
 // A simulator front that can be observed and closed.

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,7 +148,7 @@ func StartCluster(tb testing.TB) *Cluster {
 	for range 3 {
 		n := launch(tb, bin, readyMarker, func(port string) []string {
 			// The cluster bus defaults to port+10000, past 65535 for most ephemeral ports.
-			bus, err := freePort()
+			bus, err := FreePort()
 			if err != nil {
 				tb.Fatalf("find a free port for the cluster bus: %v", err)
 			}
@@ -258,12 +259,12 @@ func need(tb testing.TB, name string) string {
 
 // launch runs bin with the arguments args gives for a free loopback port and returns once its
 // log shows marker; the process is killed when the test ends. A process that exits first (the
-// port was taken between freePort and the bind) is retried on other ports, 5 times.
+// port was taken between FreePort and the bind) is retried on other ports, 5 times.
 func launch(tb testing.TB, bin, marker string, args func(port string) []string) *Server {
 	tb.Helper()
 	var argv, log []string
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			tb.Fatalf("find a free port: %v", err)
 		}
@@ -324,11 +325,30 @@ func ping(addr string, tlsConfig *tls.Config) error {
 	return nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// handedOut holds every port FreePort returned in this process.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: make(map[int]bool)}
+
+// FreePort returns a loopback port that was free a moment ago, for a process a test starts
+// (which must bind the port itself). It never returns the same port twice in one test binary:
+// the kernel readily hands a just-closed port out again, so two calls in a row could otherwise
+// give one port to two listeners.
+func FreePort() (int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no loopback port free that was not handed out already")
 }
