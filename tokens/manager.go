@@ -106,8 +106,13 @@ type Manager struct {
 // tenth of the cache size, at least one.
 func negativeSize(size int) int { return max(1, size/10) }
 
-// storeBackoff is how long the request path trusts stale cache entries after Redis failed.
+// storeBackoff is how long the request path trusts stale cache entries after Redis failed, and
+// answers what it has nothing cached for with errStoreBackoff instead of asking Redis again.
 const storeBackoff = 500 * time.Millisecond
+
+// errStoreBackoff is the answer, within storeBackoff of a failed Redis operation, for a key or
+// user with nothing cached: the store is unavailable, without a Redis operation per request.
+var errStoreBackoff = &StoreError{Op: "backoff", Err: errors.New("redis failed less than 500ms ago; not asked again yet")}
 
 // proactiveBackoff is how long a user's still-valid token is used as is after a proactive
 // refresh failed, so an unreachable Academy or Redis is not asked again on every request.
@@ -160,6 +165,9 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 		fresh, ok = false, false // another key with the same id prefix
 	}
 	mg.countLookup(fresh)
+	if !fresh && !ok && mg.storeDown(now) {
+		return APIKey{}, errStoreBackoff // nothing to serve, and Redis is not asked again yet
+	}
 	if !fresh && !(ok && mg.storeDown(now)) {
 		hash := string(hexed[:])
 		id := keyID(hash)
@@ -168,7 +176,7 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 			return e.val, e.err, fresh && (e.err != nil || e.val.hash == hash)
 		}, func() (APIKey, error) {
 			k, err := mg.store.KeyByHash(context.WithoutCancel(ctx), hash)
-			mg.noteStore(err, now)
+			mg.noteStore(err)
 			if err == nil || errors.Is(err, ErrUnknownKey) {
 				mg.keys.put(id, k, err, now)
 			}
@@ -206,12 +214,15 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 	if fresh || (ok && e.err == nil && mg.storeDown(now)) {
 		return e.val, e.err
 	}
+	if !ok && mg.storeDown(now) {
+		return Connection{}, errStoreBackoff
+	}
 	c, err := mg.conns.fill(ctx, user, func() (Connection, error, bool) {
 		e, fresh, _ := mg.conns.get(user, now)
 		return e.val, e.err, fresh
 	}, func() (Connection, error) {
 		c, err := mg.store.Connection(context.WithoutCancel(ctx), user)
-		mg.noteStore(err, now)
+		mg.noteStore(err)
 		if err == nil || errors.Is(err, ErrNotConnected) {
 			mg.conns.put(user, c, err, now)
 		}
@@ -228,9 +239,12 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 
 func (mg *Manager) storeDown(now time.Time) bool { return now.UnixNano() < mg.storeDownUntil.Load() }
 
-func (mg *Manager) noteStore(err error, now time.Time) {
+// noteStore opens the store backoff after a failed Redis operation, counted from when it failed
+// (not from when its request began: a read against an unanswering Redis takes its timeouts to
+// fail, longer than the backoff itself).
+func (mg *Manager) noteStore(err error) {
 	if errors.Is(err, ErrStoreUnavailable) {
-		mg.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
+		mg.storeDownUntil.Store(mg.opts.Now.Now().Add(storeBackoff).UnixNano())
 	}
 }
 

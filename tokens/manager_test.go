@@ -403,6 +403,52 @@ func TestStoreDownServesCachedTokens(t *testing.T) {
 	}
 }
 
+// TestStoreBackoffCoversUncachedLookups: README "Behaviour in detail". Within the store
+// backoff (500 ms) of a failed Redis read, a key or a user with nothing cached is answered
+// ErrStoreUnavailable without asking Redis, so a caller whose key was never looked up cannot
+// cost one Redis timeout per request (issue 14, Redis paused with SIGSTOP); after the backoff
+// Redis is asked again.
+func TestStoreBackoffCoversUncachedLookups(t *testing.T) {
+	rs := redistest.Start(t)
+	f := newRotatingAcademy(t)
+	now := time.Now()
+	a := newInstance(t, rs, testKey(t), f, tokens.ManagerOptions{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	_, key, err := a.store.IssueKey(ctx, "gus", []string{"read"}, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.Stop()
+	failed := func() float64 {
+		return testutil.ToFloat64(a.m.StoreOperations.WithLabelValues("get_key", "error")) +
+			testutil.ToFloat64(a.m.StoreOperations.WithLabelValues("get_connection", "error"))
+	}
+	if _, err := a.mgr.LookupKey(ctx, key); !errors.Is(err, tokens.ErrStoreUnavailable) {
+		t.Fatalf("LookupKey with Redis down = %v, want ErrStoreUnavailable", err)
+	}
+	if got := failed(); got != 1 {
+		t.Fatalf("failed Redis reads = %v, want 1", got)
+	}
+	for range 10 {
+		if _, err := a.mgr.LookupKey(ctx, key); !errors.Is(err, tokens.ErrStoreUnavailable) {
+			t.Fatalf("LookupKey within the backoff = %v, want ErrStoreUnavailable", err)
+		}
+		if _, err := a.mgr.Connection(ctx, "gus"); !errors.Is(err, tokens.ErrStoreUnavailable) {
+			t.Fatalf("Connection within the backoff = %v, want ErrStoreUnavailable", err)
+		}
+	}
+	if got := failed(); got != 1 {
+		t.Errorf("failed Redis reads after 20 lookups within the backoff = %v, want still 1", got)
+	}
+	now = now.Add(600 * time.Millisecond) // past the backoff: Redis is asked again
+	if _, err := a.mgr.LookupKey(ctx, key); !errors.Is(err, tokens.ErrStoreUnavailable) {
+		t.Fatalf("LookupKey after the backoff = %v, want ErrStoreUnavailable", err)
+	}
+	if got := failed(); got != 2 {
+		t.Errorf("failed Redis reads after the backoff = %v, want 2", got)
+	}
+}
+
 // TestRecordBoundToUser: a sealed record copied under another user fails to decrypt.
 func TestRecordBoundToUser(t *testing.T) {
 	rs := redistest.Start(t)

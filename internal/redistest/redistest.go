@@ -59,6 +59,16 @@ func (s *Server) Stop() {
 	}
 }
 
+// PID returns the process id of the running redis-server, so a test can send it signals of its
+// own (SIGSTOP pauses Redis with every TCP connection left open, which Stop cannot show); 0 once
+// Stop has ended it.
+func (s *Server) PID() int {
+	if s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // readyMarker is the log line of a redis-server that accepts connections.
 const readyMarker = "Ready to accept connections"
 
