@@ -384,6 +384,14 @@ func (d *Dispatcher) attempt(ctx context.Context, h *held) error {
 	return nil
 }
 
+// forget queues, on p, what removes a settled entry: acknowledged in the group, deleted from the
+// stream (so the stream holds only undelivered events) and its retry schedule dropped.
+func (q *Queue) forget(ctx context.Context, p redis.Pipeliner, entry string) {
+	p.XAck(ctx, q.streamKey(), group, entry)
+	p.XDel(ctx, q.streamKey(), entry)
+	p.HDel(ctx, q.attemptsKey(), entry)
+}
+
 // settle records the outcome of an attempt of h: delivered (acknowledged and deleted), given up
 // (moved to the failed stream), or to be retried (its schedule saved). On success or give-up
 // h.state.Attempts is left 0 so the caller forgets h.
@@ -392,9 +400,7 @@ func (d *Dispatcher) settle(ctx context.Context, h *held, err error) error {
 	q := d.q
 	if err == nil {
 		_, terr := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.XAck(ctx, q.streamKey(), group, h.entry)
-			p.XDel(ctx, q.streamKey(), h.entry)
-			p.HDel(ctx, q.attemptsKey(), h.entry)
+			q.forget(ctx, p, h.entry)
 			return nil
 		})
 		if terr != nil {
@@ -416,9 +422,7 @@ func (d *Dispatcher) settle(ctx context.Context, h *held, err error) error {
 			p.XAdd(ctx, &redis.XAddArgs{Stream: q.failedKey(), MaxLen: FailedKeep, Approx: true, Values: []any{
 				"id", h.id, "type", h.typ, "body", string(h.body), "attempts", st.Attempts,
 				"last_error", st.Last, "failed_at", now.UTC().Format(time.RFC3339Nano)}})
-			p.XAck(ctx, q.streamKey(), group, h.entry)
-			p.XDel(ctx, q.streamKey(), h.entry)
-			p.HDel(ctx, q.attemptsKey(), h.entry)
+			q.forget(ctx, p, h.entry)
 			return nil
 		})
 		if terr != nil {

@@ -134,18 +134,26 @@ func (e env) listKeys(ctx context.Context, a *app, user string, asJSON bool) err
 	} else {
 		out = newTable(e.stdout, "ID\tUSER\tSCOPES\tNAME\tCREATED\tLAST USED")
 	}
+	return streamPages(out, func(cursor string) ([]tokens.APIKey, string, error) {
+		return a.store.KeysPage(ctx, user, cursor, tokens.MaxPageSize)
+	}, func(k tokens.APIKey) error {
+		if asJSON {
+			return out.item(admin.ToKeyJSON(k))
+		}
+		return out.row("%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.User, scopeText(k.Scopes), k.Name, timeText(k.CreatedAt), timeText(k.LastUsedAt))
+	})
+}
+
+// streamPages prints every item of a paged listing, one page in memory at a time: fetch returns
+// the page at a cursor and the next cursor ("" after the last page), emit writes one item.
+func streamPages[T any](out lister, fetch func(cursor string) ([]T, string, error), emit func(T) error) error {
 	for cursor := ""; ; {
-		keys, next, err := a.store.KeysPage(ctx, user, cursor, tokens.MaxPageSize)
+		items, next, err := fetch(cursor)
 		if err != nil {
 			return err
 		}
-		for _, k := range keys {
-			if asJSON {
-				err = out.item(admin.ToKeyJSON(k))
-			} else {
-				err = out.row("%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.User, scopeText(k.Scopes), k.Name, timeText(k.CreatedAt), timeText(k.LastUsedAt))
-			}
-			if err != nil {
+		for _, it := range items {
+			if err := emit(it); err != nil {
 				return err
 			}
 		}
@@ -164,27 +172,15 @@ func (e env) listConnections(ctx context.Context, a *app, asJSON bool) error {
 	} else {
 		out = newTable(e.stdout, "USER\tSTATUS\tSCOPES\tACADEMY USER\tACCESS EXPIRES\tREFRESH EXPIRES\tUPDATED")
 	}
-	for cursor := ""; ; {
-		conns, next, err := a.store.ConnectionsPage(ctx, cursor, tokens.MaxPageSize)
-		if err != nil {
-			return err
+	return streamPages(out, func(cursor string) ([]tokens.Connection, string, error) {
+		return a.store.ConnectionsPage(ctx, cursor, tokens.MaxPageSize)
+	}, func(c tokens.Connection) error {
+		if asJSON {
+			return out.item(admin.ToConnectionJSON(c))
 		}
-		for _, c := range conns {
-			if asJSON {
-				err = out.item(admin.ToConnectionJSON(c))
-			} else {
-				err = out.row("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.User, c.Status, scopeText(c.Scopes), c.AcademyUser,
-					timeText(c.AccessExpiresAt), timeText(c.RefreshExpiresAt), timeText(c.UpdatedAt))
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if next == "" {
-			return out.close()
-		}
-		cursor = next
-	}
+		return out.row("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.User, c.Status, scopeText(c.Scopes), c.AcademyUser,
+			timeText(c.AccessExpiresAt), timeText(c.RefreshExpiresAt), timeText(c.UpdatedAt))
+	})
 }
 
 // connectionsPending is `connections pending [--json]`: every user holding keys or a
@@ -206,29 +202,17 @@ func (e env) connectionsPending(ctx context.Context, args []string) error {
 	} else {
 		out = newTable(e.stdout, "USER\tSTATUS\tKEYS\tLAST USED")
 	}
-	for cursor := ""; ; {
-		users, next, err := a.store.UsersPage(ctx, cursor, tokens.MaxPageSize)
-		if err != nil {
-			return err
+	return streamPages(out, func(cursor string) ([]tokens.UserSummary, string, error) {
+		return a.store.UsersPage(ctx, cursor, tokens.MaxPageSize)
+	}, func(u tokens.UserSummary) error {
+		switch {
+		case u.Status == tokens.StatusActive:
+			return nil
+		case *asJSON:
+			return out.item(admin.ToUserJSON(u))
 		}
-		for _, u := range users {
-			if u.Status == tokens.StatusActive {
-				continue
-			}
-			if *asJSON {
-				err = out.item(admin.ToUserJSON(u))
-			} else {
-				err = out.row("%s\t%s\t%d\t%s\n", u.User, u.Status, u.Keys, timeText(u.LastUsedAt))
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if next == "" {
-			return out.close()
-		}
-		cursor = next
-	}
+		return out.row("%s\t%s\t%d\t%s\n", u.User, u.Status, u.Keys, timeText(u.LastUsedAt))
+	})
 }
 
 // authorizeJSONLine is one line of `connections authorize --json`: JSON Lines, one object per
