@@ -165,10 +165,12 @@ func (mg *Manager) LookupKey(ctx context.Context, key string) (APIKey, error) {
 		fresh, ok = false, false // another key with the same id prefix
 	}
 	mg.countLookup(fresh)
-	if !fresh && !ok && mg.storeDown(now) {
+	switch down := !fresh && mg.storeDown(now); {
+	case fresh || (down && ok):
+		// the cache answers: fresh, or the last known answer while Redis is away
+	case down:
 		return APIKey{}, errStoreBackoff // nothing to serve, and Redis is not asked again yet
-	}
-	if !fresh && !(ok && mg.storeDown(now)) {
+	default:
 		hash := string(hexed[:])
 		id := keyID(hash)
 		k, err := mg.keys.fill(ctx, hash, func() (APIKey, error, bool) {
@@ -211,10 +213,10 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 	now := mg.opts.Now.Now()
 	e, fresh, ok := mg.conns.get(user, now)
 	mg.countLookup(fresh)
-	if fresh || (ok && e.err == nil && mg.storeDown(now)) {
-		return e.val, e.err
-	}
-	if !ok && mg.storeDown(now) {
+	switch down := !fresh && mg.storeDown(now); {
+	case fresh || (down && ok):
+		return e.val, e.err // fresh, or the last known answer while Redis is away
+	case down:
 		return Connection{}, errStoreBackoff
 	}
 	c, err := mg.conns.fill(ctx, user, func() (Connection, error, bool) {
@@ -228,8 +230,8 @@ func (mg *Manager) Connection(ctx context.Context, user string) (Connection, err
 		}
 		return c, err
 	})
-	if errors.Is(err, ErrStoreUnavailable) && ok && e.err == nil {
-		return e.val, nil
+	if errors.Is(err, ErrStoreUnavailable) && ok {
+		return e.val, e.err // the last known answer, as LookupKey serves it
 	}
 	if errors.Is(err, ErrDecrypt) {
 		return Connection{}, mg.corrupt(user, err, now)

@@ -449,6 +449,33 @@ func TestStoreBackoffCoversUncachedLookups(t *testing.T) {
 	}
 }
 
+// TestStaleNegativeAnswersWhileStoreDown: a cached "no connection" is the last known answer for
+// a user, served like a cached connection while Redis is away (expired cache, failed read, then
+// within the backoff), never a Redis read per request and never mistaken for an outage.
+func TestStaleNegativeAnswersWhileStoreDown(t *testing.T) {
+	rs := redistest.Start(t)
+	f := newRotatingAcademy(t)
+	now := time.Now()
+	a := newInstance(t, rs, testKey(t), f, tokens.ManagerOptions{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	if _, err := a.mgr.Connection(ctx, "ida"); !errors.Is(err, tokens.ErrNotConnected) {
+		t.Fatalf("Connection of a user never connected = %v, want ErrNotConnected", err)
+	}
+	rs.Stop()
+	now = now.Add(2 * time.Second) // past the 1 s cache: the next lookup asks Redis and fails
+	failed := func() float64 {
+		return testutil.ToFloat64(a.m.StoreOperations.WithLabelValues("get_connection", "error"))
+	}
+	for i := range 10 {
+		if _, err := a.mgr.Connection(ctx, "ida"); !errors.Is(err, tokens.ErrNotConnected) {
+			t.Fatalf("lookup %d with Redis down = %v, want the cached ErrNotConnected", i, err)
+		}
+	}
+	if got := failed(); got != 1 {
+		t.Errorf("failed Redis reads for 10 lookups = %v, want 1 (then the backoff serves the cache)", got)
+	}
+}
+
 // TestRecordBoundToUser: a sealed record copied under another user fails to decrypt.
 func TestRecordBoundToUser(t *testing.T) {
 	rs := redistest.Start(t)
