@@ -22,6 +22,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/httperr"
+	eventually "github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/internal/tlstest"
 )
 
@@ -371,15 +372,9 @@ func TestAbuseSlowClients(t *testing.T) {
 		if n >= bigBody {
 			t.Fatalf("read %d bytes, the whole answer: the slow reader was never cut", n)
 		}
-		for end := time.Now().Add(boundedWait); ; { // the aborted answer is logged and counted
-			if strings.Contains(a.logs.String(), `"path":"/api/v1/big","status":200,"outcome":"upstream_error"`) {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatal("no access line for the aborted answer")
-			}
-			time.Sleep(10 * time.Millisecond) // poll interval, bounded by the deadline
-		}
+		eventually.EventuallyTrue(t, boundedWait, "the access line of the aborted answer", func() bool {
+			return strings.Contains(a.logs.String(), `"path":"/api/v1/big","status":200,"outcome":"upstream_error"`)
+		})
 	})
 }
 

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 )
 
 // soakDuration is how long TestSoak loads the gateway: ACADEMY_GATEWAY_SOAK (a Go duration,
@@ -186,12 +188,12 @@ func TestSoak(t *testing.T) {
 		return now.goroutines <= base.goroutines+8 && now.openFiles <= base.openFiles+8+pooled &&
 			(raceDetector || now.rssKiB <= 2*base.rssKiB+64<<10) && now.redisClients <= base.redisClients+2*runtime.GOMAXPROCS(0)*10
 	}
-	for end := time.Now().Add(30 * time.Second); !back(); {
-		if time.Now().After(end) {
-			t.Fatalf("after the soak: %v; baseline %v", now, base)
+	testutil.EventuallyEvery(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if back() {
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond) // poll interval, bounded by the deadline
-	}
+		return fmt.Errorf("after the soak: %v; baseline %v", now, base)
+	})
 	t.Logf("baseline %v; after %v", base, now)
 }
 
