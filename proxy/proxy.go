@@ -44,7 +44,7 @@ type Options struct {
 	StripPrefixes []string
 	// StaticUser, when set, is the user of every request (sidecar mode); x-api-key is ignored.
 	StaticUser string
-	// Transport sends upstream requests; nil: NewTransport(30s).
+	// Transport sends upstream requests; nil: NewUpstreamTransport(Upstream, 30s).
 	Transport http.RoundTripper
 	// Metrics receives request metrics; required.
 	Metrics *metrics.Metrics
@@ -73,7 +73,7 @@ type Handler struct {
 // New returns a Handler forwarding to opts.Upstream.
 func New(tok Tokens, opts Options) *Handler {
 	if opts.Transport == nil {
-		opts.Transport = NewTransport(30 * time.Second)
+		opts.Transport = NewUpstreamTransport(opts.Upstream, 30*time.Second)
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()

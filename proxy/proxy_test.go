@@ -150,7 +150,7 @@ func newFixture(t *testing.T, mutate func(*Options)) *fixture {
 	core, logs := observer.New(zap.DebugLevel)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	opts := Options{Upstream: base, StripPrefixes: []string{"/api/v1", "/api/v2"}, Metrics: m,
-		Logger: zap.New(core), Transport: NewTransport(2 * time.Second)}
+		Logger: zap.New(core), Transport: NewUpstreamTransport(base, 2*time.Second)}
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -368,12 +368,22 @@ func TestUpstreamTimeout(t *testing.T) {
 	defer slow.Close()
 	defer close(release)
 	base, _ := url.Parse(slow.URL)
-	f := newFixture(t, func(o *Options) { o.Upstream = base; o.Transport = NewTransport(50 * time.Millisecond) })
-	rec := f.do(http.MethodGet, "/movies", nil, keyHeader())
-	if rec.Code != http.StatusGatewayTimeout {
-		t.Fatalf("status = %d, want 504", rec.Code)
+	for _, tc := range []struct {
+		name   string
+		method string
+	}{
+		{"on the caller's goroutine", http.MethodGet},
+		{"through net/http's transport", http.MethodPost},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, func(o *Options) { o.Upstream = base; o.Transport = NewUpstreamTransport(base, 50*time.Millisecond) })
+			rec := f.do(tc.method, "/movies", nil, keyHeader())
+			if rec.Code != http.StatusGatewayTimeout {
+				t.Fatalf("status = %d, want 504", rec.Code)
+			}
+			assertErrorBody(t, rec, "upstream_timeout")
+		})
 	}
-	assertErrorBody(t, rec, "upstream_timeout")
 }
 
 // TestReactiveRefreshReplaysBody: the upstream refuses the old token; the proxy gets a new one

@@ -202,7 +202,7 @@ func (a *app) proxyHandler() http.Handler {
 	opts := proxy.Options{
 		Upstream:      upstream,
 		StripPrefixes: a.cfg.Upstream.StripPrefixes,
-		Transport:     proxy.NewTransport(a.cfg.Upstream.Timeout.D()),
+		Transport:     proxy.NewUpstreamTransport(upstream, a.cfg.Upstream.Timeout.D()),
 		Metrics:       a.m,
 		Logger:        a.log.Named("access"),
 		MaxBodyBytes:  a.cfg.Server.MaxBodyBytes,
