@@ -93,7 +93,9 @@ func (u *rawUpstream) stats() (conns int, heads []string) {
 	return u.conns, append([]string(nil), u.heads...)
 }
 
-func (u *rawUpstream) url() *url.URL { return &url.URL{Scheme: "http", Host: u.ln.Addr().String(), Path: "/api/v2"} }
+func (u *rawUpstream) url() *url.URL {
+	return &url.URL{Scheme: "http", Host: u.ln.Addr().String(), Path: "/api/v2"}
+}
 
 const okAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
 
