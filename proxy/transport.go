@@ -154,7 +154,10 @@ func (t *replayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // send makes one upstream round trip and records its duration.
 func (t *replayTransport) send(req *http.Request, x *exchange) (*http.Response, error) {
 	began := t.now()
-	resp, err := t.next.RoundTrip(traceEarlyAnswers(req))
+	if req.Body != nil && req.Body != http.NoBody {
+		req = traceEarlyAnswers(req) // only a body write can fail after an early answer
+	}
+	resp, err := t.next.RoundTrip(req)
 	d := t.now().Sub(began)
 	x.upstream += d
 	code := "error"

@@ -164,7 +164,10 @@ func (t *h1Transport) exchange(ctx context.Context, c *upConn, req *http.Request
 		}
 	}
 	c.lr.N = 1<<63 - 1
-	if t.timeout > 0 {
+	if t.timeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
+		// The body streams for as long as it takes. One that arrived with the headers (an
+		// Academy answer of a few KiB) is read from the buffer: the deadline stays, as the next
+		// request on the connection sets its own (a deadline costs a runtime timer update).
 		c.SetReadDeadline(time.Time{})
 	}
 	resp.Body = &upBody{ReadCloser: resp.Body, t: t, c: c, stop: stop, keep: !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols}
@@ -374,6 +377,7 @@ func (c *upConn) closedByPeer() bool {
 	if c.br.Buffered() > 0 {
 		return true
 	}
+	c.SetReadDeadline(time.Time{}) // a past one would fail the look below
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {
 		return false
