@@ -226,6 +226,8 @@ func TestAbuseRequestTargets(t *testing.T) {
 		{"TRACE", "TRACE /api/v1/movies HTTP/1.1", 405, httperr.MethodNotAllowed},
 		{"lower-case method", "get /api/v1/movies HTTP/1.1", 405, httperr.MethodNotAllowed},
 		{"dot segments", "GET /api/v1/../admin/keys HTTP/1.1", 400, httperr.BadRequest},
+		{"onboarding link posted", "POST /oauth/start HTTP/1.1", 405, httperr.MethodNotAllowed},
+		{"onboarding callback deleted", "DELETE /oauth/callback HTTP/1.1", 405, httperr.MethodNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,6 +237,14 @@ func TestAbuseRequestTargets(t *testing.T) {
 			wantJSONError(t, resp, body, tt.status, tt.code)
 		})
 	}
+	t.Run("onboarding page with a GET", func(t *testing.T) {
+		c := dial(t, a.addr)
+		send(t, c, request("GET /oauth/start HTTP/1.1", nil, ""))
+		resp, body := readAnswer(t, c, bufio.NewReader(c))
+		if resp.StatusCode != 400 || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("got %d %s %q, want the onboarding page's 400 (no ticket)", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	})
 	t.Run("absolute URI names another host", func(t *testing.T) {
 		before := len(a.up.requests("/record/absolute"))
 		c := dial(t, a.addr)
