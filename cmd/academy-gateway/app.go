@@ -415,6 +415,7 @@ func (e env) serve(ctx context.Context, args []string) error {
 	log := e.logger(cfg.Log)
 	defer log.Sync()
 	applyMemoryLimit(log, e.getenv)
+	keepHeapFloor(e.getenv, heapFloor, ctx.Done())
 	a, err := newApp(cfg, log, appOptions{})
 	if err != nil {
 		return err
