@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -100,7 +99,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}
 	d := f.opts.Now().Sub(start)
-	f.opts.Metrics.ForwardAuthRequests.WithLabelValues(methodLabel(c.method), strconv.Itoa(status), outcome).Inc()
+	f.opts.Metrics.ForwardAuthRequests.WithLabelValues(methodLabel(c.method), statusLabel(status), outcome).Inc()
 	if ce := f.opts.Logger.Check(zap.InfoLevel, "forward-auth check"); ce != nil {
 		ce.Write(
 			zap.String("request_id", c.requestID),

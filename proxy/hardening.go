@@ -52,15 +52,17 @@ type hardened struct {
 }
 
 func (h *hardened) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hw := &hardWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: h.o.WriteStall,
+	// The controller by value: NewResponseController inlines, so it costs no allocation.
+	hw := &hardWriter{ResponseWriter: w, rc: *http.NewResponseController(w), stall: h.o.WriteStall,
 		h1: r.ProtoMajor == 1}
-	hw.arm()
-	// A shallow copy: the server merges trailers into the request it parsed (r), never into this
-	// one, so the trailers stay out of everything downstream, the upstream request included.
-	r = r.WithContext(r.Context())
-	r.Trailer = nil
-	if len(r.TransferEncoding) > 0 {
+	hw.arm(time.Now())
+	if len(r.TransferEncoding) > 0 || r.Trailer != nil {
 		hw.close = true // RFC 9112 §6.1; issue 14 item 3
+		// A shallow copy: the server merges trailers into the request it parsed (r), never
+		// into this one, so the trailers stay out of everything downstream, the upstream
+		// request included. Only a chunked body has trailers.
+		r = r.WithContext(r.Context())
+		r.Trailer = nil
 	}
 	if stripUpgrade(r.Header) {
 		hw.close = true // whatever a front proxy believes, this connection carries no tunnel
@@ -183,9 +185,10 @@ func (b *eofBody) Read(p []byte) (int, error) {
 // the connection must not be reused, and re-arms the write deadline before each write.
 type hardWriter struct {
 	http.ResponseWriter
-	rc      *http.ResponseController
+	rc      http.ResponseController
 	stall   time.Duration
-	body    *eofBody // nil: the request had no body
+	armed   time.Time // when the write deadline was last set
+	body    *eofBody  // nil: the request had no body
 	close   bool
 	written bool
 	// h1 is true for HTTP/1.x. Over HTTP/2 an unread body costs only its stream (RST_STREAM)
@@ -193,10 +196,13 @@ type hardWriter struct {
 	h1 bool
 }
 
-// arm gives the next write WriteStall to complete.
-func (w *hardWriter) arm() {
-	if w.stall > 0 {
-		_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+// arm gives the next write WriteStall to complete, give or take a tenth: a deadline set less
+// than WriteStall/10 ago stays (setting one costs a runtime timer update, and a response's
+// header and body writes come microseconds apart).
+func (w *hardWriter) arm(now time.Time) {
+	if w.stall > 0 && now.Sub(w.armed) >= w.stall/10 {
+		_ = w.rc.SetWriteDeadline(now.Add(w.stall))
+		w.armed = now
 	}
 }
 
@@ -210,7 +216,7 @@ func (w *hardWriter) WriteHeader(code int) {
 			w.Header().Set("Connection", "close")
 		}
 	}
-	w.arm()
+	w.arm(time.Now())
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -218,13 +224,13 @@ func (w *hardWriter) Write(b []byte) (int, error) {
 	if !w.written {
 		w.WriteHeader(http.StatusOK)
 	}
-	w.arm()
+	w.arm(time.Now())
 	return w.ResponseWriter.Write(b)
 }
 
 // FlushError flushes through to the connection under a fresh deadline.
 func (w *hardWriter) FlushError() error {
-	w.arm()
+	w.arm(time.Now())
 	return w.rc.Flush()
 }
 

@@ -50,7 +50,7 @@ func (h *Handler) finish(w *statusWriter, r *http.Request, x *exchange, start ti
 	}
 	d := h.opts.Now().Sub(start)
 	method := methodLabel(r.Method)
-	h.opts.Metrics.Requests.WithLabelValues(method, strconv.Itoa(status), x.outcome).Inc()
+	h.opts.Metrics.Requests.WithLabelValues(method, statusLabel(status), x.outcome).Inc()
 	h.opts.Metrics.RequestDuration.WithLabelValues(method, x.outcome).Observe(d.Seconds())
 	if ce := h.opts.Logger.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
@@ -66,6 +66,30 @@ func (h *Handler) finish(w *statusWriter, r *http.Request, x *exchange, start ti
 			zap.Bool("refreshed", x.refreshed),
 		)
 	}
+}
+
+// statusLabel is strconv.Itoa(status) without an allocation for the statuses most answers
+// have.
+func statusLabel(status int) string {
+	switch status {
+	case http.StatusOK:
+		return "200"
+	case http.StatusCreated:
+		return "201"
+	case http.StatusNoContent:
+		return "204"
+	case http.StatusNotModified:
+		return "304"
+	case http.StatusBadRequest:
+		return "400"
+	case http.StatusUnauthorized:
+		return "401"
+	case http.StatusForbidden:
+		return "403"
+	case http.StatusNotFound:
+		return "404"
+	}
+	return strconv.Itoa(status)
 }
 
 // requestIDs issues request ids: a random per-process prefix and a counter, unique and cheap.

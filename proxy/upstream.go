@@ -85,6 +85,7 @@ type upConn struct {
 	lr    io.LimitedReader // between Conn and br: bounds response headers
 	br    *bufio.Reader
 	since time.Time // when it went idle
+	abort func()    // fails its reads and writes at once: the request's context ended
 }
 
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -133,7 +134,7 @@ var errHeadersTooLarge = errors.New("upstream response headers too large")
 // c back to the pool once it has been read to the end. On failure, unanswered reports that no
 // byte of a response had arrived (the connection, not the request, may be what failed).
 func (t *h1Transport) exchange(ctx context.Context, c *upConn, req *http.Request) (resp *http.Response, unanswered bool, err error) {
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, c.abort)
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		return nil, unanswered, err
@@ -316,6 +317,7 @@ func (t *h1Transport) get(ctx context.Context, fresh bool) (c *upConn, reused bo
 				return nil, false, err
 			}
 			c := &upConn{Conn: conn}
+			c.abort = func() { conn.SetDeadline(time.Unix(1, 0)) }
 			c.lr.R = conn
 			c.br = bufio.NewReaderSize(&c.lr, upstreamBufferSize)
 			return c, false, nil

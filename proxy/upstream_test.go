@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -432,6 +433,14 @@ func TestWriteRequestRefusesBadFields(t *testing.T) {
 		var out strings.Builder
 		if err := writeRequest(bufio.NewWriter(&out), req); err == nil {
 			t.Errorf("header %q written: %q", h, out.String())
+		}
+	}
+}
+
+func TestStatusLabel(t *testing.T) {
+	for s := 100; s < 600; s++ {
+		if got, want := statusLabel(s), strconv.Itoa(s); got != want {
+			t.Fatalf("statusLabel(%d) = %q, want %q", s, got, want)
 		}
 	}
 }
