@@ -16,11 +16,13 @@ import (
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
-// MaxUpstreamConns bounds the connections to one upstream host; requests beyond it wait for a
-// free one. Each HTTP/1.1 upstream connection costs ~25 KiB (two goroutines, 8 KiB of buffers):
-// without a bound, 1,000 callers opened ~760-860 of them (goroutines 3,070, stacks 26 MB), with
-// it 257 (goroutines ~2,400, stacks ~18 MB, RSS 123 → 92 MB), and 256 requests in flight to the
-// upstream at once are far more than 2 cores need at any upstream latency the harness has.
+// MaxUpstreamConns bounds the connections to one upstream host, in each of the two transports
+// (NewUpstreamTransport's and net/http's); requests beyond it wait for a free one. A connection
+// of net/http's transport costs ~25 KiB (two goroutines, 8 KiB of buffers): without a bound,
+// 1,000 callers opened ~760-860 of them (goroutines 3,070, stacks 26 MB), with it 257
+// (goroutines ~2,400, stacks ~18 MB, RSS 123 → 92 MB). One of the caller-goroutine transport
+// costs its 4 KiB read buffer. 256 requests in flight to the upstream at once are far more than
+// 2 cores need at any upstream latency the harness has.
 const MaxUpstreamConns = 256
 
 // NewTransport returns the upstream transport: a keep-alive pool sized for hundreds of
