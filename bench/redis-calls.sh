@@ -12,6 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 : "${HARNESS:?the shared bench directory (with upstream/)}"
 SCRIPT=${SCRIPT:-$ROOT/bench/forward-auth.sh}
+KEY=${BENCH_KEY:-k1-bench-harness}   # the scripts' legacy key (keys have at least 12 characters)
 WORK=$(mktemp -d -t agwredis.XXXXXX)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -21,25 +22,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 UP=127.0.0.1:$(free_port); LISTEN=127.0.0.1:$(free_port)
 "$WORK/upstream" -addr "$UP" >/dev/null 2>&1 &
 pids+=($!)
-# gateway.sh does not write the port file: find its Redis as the child redis-server then.
 LISTEN_ADDR=$LISTEN UPSTREAM_ADDR=$UP UPSTREAM_URL=http://$UP REDIS_PORT_FILE=$WORK/redis.port \
   bash "$SCRIPT" >"$WORK/script.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'x-api-key: k1' "http://$LISTEN/v1/items") == 200 ]] && break
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://$LISTEN/v1/items") == 200 ]] && break
   sleep 0.1
 done
-if [[ -s $WORK/redis.port ]]; then
-  REDIS_PORT=$(<"$WORK/redis.port")
-else
-  # redis-server retitles itself "redis-server 127.0.0.1:PORT"
-  REDIS_PORT=$(ps -o args= --ppid "${pids[1]}" | sed -n 's/^redis-server [0-9.]*:\([0-9]*\).*/\1/p')
-fi
+REDIS_PORT=$(<"$WORK/redis.port")
 calls() { redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_/ && $1 != "cmdstat_info" {n += $3} END {print n + 0}'; }
-wrk -t1 -c"${CONNS:-32}" -d3s -H 'x-api-key: k1' "http://$LISTEN/v1/items" >/dev/null   # warm-up
+wrk -t1 -c"${CONNS:-32}" -d3s -H "x-api-key: $KEY" "http://$LISTEN/v1/items" >/dev/null   # warm-up
 before=$(calls)
 redis-cli -p "$REDIS_PORT" info commandstats | grep '^cmdstat_' >"$WORK/before.txt"
-out=$(timeout 60 wrk -t1 -c"${CONNS:-32}" -d"${DURATION:-5}"s -H 'x-api-key: k1' "http://$LISTEN/v1/items")
+out=$(timeout 60 wrk -t1 -c"${CONNS:-32}" -d"${DURATION:-5}"s -H "x-api-key: $KEY" "http://$LISTEN/v1/items")
 after=$(calls)
 redis-cli -p "$REDIS_PORT" info commandstats | grep '^cmdstat_' >"$WORK/after.txt"
 reqs=$(awk '/ requests in / {print $1}' <<<"$out")
