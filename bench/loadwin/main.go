@@ -2,7 +2,7 @@
 // window, which wrk does not: it shows whether a periodic event (a token refresh every few
 // seconds) stalls requests. Every run is bounded by -d; it only talks to the URL it is given.
 //
-//	go run ./bench/loadwin -url http://127.0.0.1:8080/v1/items -H 'x-api-key: k1' -c 256 -d 30s
+//	go run ./bench/loadwin -url http://127.0.0.1:8080/v1/items -H 'x-api-key: k1-bench-harness' -c 256 -d 30s
 //
 // Output: one line per window (requests, non-2xx, errors, p50, p99, max and, with -metrics, the
 // token refreshes the gateway counted in it), then the median p99 over the windows and the worst
