@@ -33,7 +33,7 @@ func (mg *Manager) Run(ctx context.Context) {
 // Store.EachConnections), so its memory does not grow with the number of users.
 func (mg *Manager) tick(ctx context.Context) {
 	mg.flushUsed(ctx)
-	counts := map[string]int{StatusActive: 0, StatusReauthRequired: 0}
+	counts := make(map[string]int, len(Statuses))
 	err := mg.store.EachConnections(ctx, func(conns []Connection) error {
 		for _, c := range conns {
 			counts[c.Status]++
@@ -48,7 +48,7 @@ func (mg *Manager) tick(ctx context.Context) {
 		mg.log.Warn("list connections", zap.Error(err))
 		return
 	}
-	for _, status := range []string{StatusActive, StatusReauthRequired} {
+	for _, status := range Statuses {
 		mg.m.Connections.WithLabelValues(status).Set(float64(counts[status]))
 	}
 	if err := mg.store.reconcileStatusOrphans(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -104,21 +105,28 @@ func (s *Store) readRecords(ctx context.Context, ids []string) ([]*storedRecord,
 			return nil, fmt.Errorf("read key records: %w", err)
 		}
 		for i, c := range cmds {
-			vals := c.Val()
-			raw, _ := vals[0].(string)
-			if raw == "" {
-				out = append(out, nil)
-				continue
-			}
-			r := &storedRecord{raw: raw}
-			r.used, _ = vals[1].(string)
-			if err := json.Unmarshal([]byte(raw), &r.key); err != nil {
-				return nil, fmt.Errorf("decode key %s: %w", batch[i], err)
+			r, err := decodeRecord(batch[i], c.Val())
+			if err != nil {
+				return nil, err
 			}
 			out = append(out, r)
 		}
 	}
 	return out, nil
+}
+
+// decodeRecord turns the HMGET "rec", "used" values of key id into a storedRecord; nil when the
+// record is missing.
+func decodeRecord(id string, vals []any) (*storedRecord, error) {
+	raw := field(vals, 0)
+	if raw == "" {
+		return nil, nil
+	}
+	r := &storedRecord{raw: raw, used: field(vals, 1)}
+	if err := json.Unmarshal([]byte(raw), &r.key); err != nil {
+		return nil, fmt.Errorf("decode key %s: %w", id, err)
+	}
+	return r, nil
 }
 
 // apiKey returns the record as an APIKey with its last use.
@@ -201,17 +209,7 @@ func compareKeys(a, b APIKey) int {
 	if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 		return c
 	}
-	return compareStrings(a.ID, b.ID)
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return strings.Compare(a.ID, b.ID)
 }
 
 // ensureIndexed indexes the records written before the index existed, once per Redis (and

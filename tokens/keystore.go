@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -110,21 +109,14 @@ func (s *Store) keyByID(ctx context.Context, id string) (APIKey, error) {
 	if err != nil {
 		return APIKey{}, err
 	}
-	rec, _ := vals[0].(string)
-	if rec == "" {
+	r, err := decodeRecord(id, vals)
+	if err != nil {
+		return APIKey{}, err
+	}
+	if r == nil {
 		return APIKey{}, fmt.Errorf("key %s: %w", id, ErrNotFound)
 	}
-	var sk storedKey
-	if err := json.Unmarshal([]byte(rec), &sk); err != nil {
-		return APIKey{}, fmt.Errorf("decode key %s: %w", id, err)
-	}
-	if used, _ := vals[1].(string); used != "" {
-		ms, _ := strconv.ParseInt(used, 10, 64)
-		sk.LastUsedAt = unixMilliUTC(ms)
-	}
-	k := sk.APIKey
-	k.hash = sk.Hash
-	return k, nil
+	return r.apiKey(), nil
 }
 
 // KeyByHash returns the record of the key whose HashKey is hash: ErrUnknownKey if none.
@@ -166,16 +158,6 @@ const maxScanRounds = 10_000
 // KeyIDs calls yield with the id of every registered key, read with SSCAN in batches so that a
 // large set never blocks Redis. An id may be yielded twice.
 func (s *Store) KeyIDs(ctx context.Context, yield func(id string)) error {
-	return s.scanKeyIDs(ctx, yield)
-}
-
-// KeyCount returns how many keys are registered.
-func (s *Store) KeyCount(ctx context.Context) (int64, error) {
-	n, err := s.rdb.SCard(ctx, s.apiKeysKey()).Result()
-	return n, s.observe("count_keys", err)
-}
-
-func (s *Store) scanKeyIDs(ctx context.Context, yield func(id string)) error {
 	var cursor uint64
 	for range maxScanRounds {
 		ids, next, err := s.rdb.SScan(ctx, s.apiKeysKey(), cursor, "", 1000).Result()
@@ -191,6 +173,12 @@ func (s *Store) scanKeyIDs(ctx context.Context, yield func(id string)) error {
 		cursor = next
 	}
 	return s.observe("scan_keys", fmt.Errorf("scan key ids: more than %d batches", maxScanRounds))
+}
+
+// KeyCount returns how many keys are registered.
+func (s *Store) KeyCount(ctx context.Context) (int64, error) {
+	n, err := s.rdb.SCard(ctx, s.apiKeysKey()).Result()
+	return n, s.observe("count_keys", err)
 }
 
 // DeleteKey revokes the key with id and returns its record; ErrNotFound if there is none.

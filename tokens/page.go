@@ -284,12 +284,10 @@ func (s *Store) readConnections(ctx context.Context, users []string) ([]Connecti
 	}
 	for i, u := range users {
 		vals := cmds[i].Val()
-		ver, _ := vals[0].(string)
-		rec, _ := vals[1].(string)
-		if rec == "" {
+		if field(vals, 1) == "" {
 			continue
 		}
-		c, err := s.decodeConn(u, ver, rec)
+		c, err := s.decodeConn(u, field(vals, 0), field(vals, 1))
 		if err != nil {
 			c = Connection{User: u, Status: "undecryptable"}
 		}

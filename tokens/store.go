@@ -275,26 +275,12 @@ func (s *Store) Connections(ctx context.Context) ([]Connection, error) {
 	}
 	slices.Sort(users)
 	out := make([]Connection, 0, len(users))
-	for batch := range slices.Chunk(users, 500) {
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.SliceCmd, len(batch))
-		for i, u := range batch {
-			cmds[i] = pipe.HMGet(ctx, s.connKey(u), "ver", "rec")
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+	for batch := range slices.Chunk(users, indexBatch) {
+		conns, err := s.readConnections(ctx, batch) // skips users deleted since SMEMBERS
+		if err != nil {
 			return nil, s.observe("list_connections", err)
 		}
-		for i, u := range batch {
-			vals := cmds[i].Val()
-			if field(vals, 1) == "" {
-				continue // deleted since SMEMBERS
-			}
-			c, err := s.decodeConn(u, field(vals, 0), field(vals, 1))
-			if err != nil {
-				c = Connection{User: u, Status: "undecryptable"}
-			}
-			out = append(out, c)
-		}
+		out = append(out, conns...)
 	}
 	return out, s.observe("list_connections", nil)
 }
