@@ -208,9 +208,7 @@ func (a *app) proxyHandler() http.Handler {
 		Metrics:       a.m,
 		Logger:        a.log.Named("access"),
 		MaxBodyBytes:  a.cfg.Server.MaxBodyBytes,
-	}
-	if a.cfg.Identity.Mode == config.ModeStatic {
-		opts.StaticUser = a.cfg.Identity.StaticUser
+		StaticUser:    a.staticUser(),
 	}
 	p := proxy.New(a.mgr, opts)
 	callback := a.onboard.CallbackPath()
@@ -235,6 +233,14 @@ func (a *app) proxyHandler() http.Handler {
 	return proxy.Harden(h, proxy.HardenOptions{WriteStall: a.cfg.Server.ReadTimeout.D(), Metrics: a.m, Logger: opts.Logger})
 }
 
+// staticUser is the user every request acts for in identity.mode static, else "".
+func (a *app) staticUser() string {
+	if a.cfg.Identity.Mode == config.ModeStatic {
+		return a.cfg.Identity.StaticUser
+	}
+	return ""
+}
+
 // authHandler serves the auth listener: forward-auth checks of an ingress (docs/reference.md §4.1), decided
 // as the proxy listener decides.
 func (a *app) authHandler() http.Handler {
@@ -243,9 +249,7 @@ func (a *app) authHandler() http.Handler {
 		Token:         a.cfg.Security.ForwardAuthToken,
 		Metrics:       a.m,
 		Logger:        a.log.Named("forward_auth"),
-	}
-	if a.cfg.Identity.Mode == config.ModeStatic {
-		opts.StaticUser = a.cfg.Identity.StaticUser
+		StaticUser:    a.staticUser(),
 	}
 	// Harden's refusals are logged, not counted: its counter is the proxy listener's.
 	return proxy.Harden(proxy.NewForwardAuth(a.mgr, opts), proxy.HardenOptions{WriteStall: a.cfg.Server.ReadTimeout.D(), Logger: opts.Logger})

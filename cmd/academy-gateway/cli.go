@@ -9,7 +9,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"go.uber.org/zap"
@@ -208,7 +207,11 @@ func (e env) connections(ctx context.Context, args []string) error {
 		if *asJSON {
 			return writeJSON(e.stdout, admin.ToConnectionJSON(c))
 		}
-		return printConnections(e.stdout, []tokens.Connection{c})
+		t := newTable(e.stdout, connectionsHeader)
+		if err := connectionRow(t, c); err != nil {
+			return err
+		}
+		return t.close()
 	case "revoke":
 		if err := (revoker{a}).Revoke(ctx, pos[0]); err != nil {
 			return err
@@ -218,16 +221,6 @@ func (e env) connections(ctx context.Context, args []string) error {
 		return nil
 	}
 	panic("unreachable: subcommand checked above")
-}
-
-func printConnections(w io.Writer, conns []tokens.Connection) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tSTATUS\tSCOPES\tACADEMY USER\tACCESS EXPIRES\tREFRESH EXPIRES\tUPDATED")
-	for _, c := range conns {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.User, c.Status, scopeText(c.Scopes), c.AcademyUser,
-			timeText(c.AccessExpiresAt), timeText(c.RefreshExpiresAt), timeText(c.UpdatedAt))
-	}
-	return tw.Flush()
 }
 
 func writeJSON(w io.Writer, v any) error {

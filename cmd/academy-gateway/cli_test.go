@@ -738,6 +738,7 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"version", "extra"}, `version: takes no arguments, got "extra"`},
 		{[]string{"serve", "extra"}, `serve: takes no arguments, got "extra"`},
 		{[]string{"check-config", "extra"}, `check-config: takes no arguments, got "extra"`},
+		{[]string{"rekey", "extra"}, `rekey: takes no arguments, got "extra"`},
 		{[]string{"keys", "create", "alice"}, `keys create: takes no arguments, got "alice" (usage: academy-gateway keys create --user USER [flags])`},
 		{[]string{"keys", "revoke", "a", "b"}, `keys revoke: unexpected argument "b" (usage: academy-gateway keys revoke [flags] ID)`},
 		{[]string{"connections", "show", "alice", "bob"}, `connections show: unexpected argument "bob"`},

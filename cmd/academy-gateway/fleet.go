@@ -128,12 +128,7 @@ func (e env) listKeys(ctx context.Context, a *app, user string, asJSON bool) err
 	if user != "" && !tokens.ValidUser(user) {
 		return usagef("keys list: --user must be 1-128 letters, digits or ._@+-")
 	}
-	var out lister
-	if asJSON {
-		out = newJSONList(e.stdout, "keys")
-	} else {
-		out = newTable(e.stdout, "ID\tUSER\tSCOPES\tNAME\tCREATED\tLAST USED")
-	}
+	out := newLister(e.stdout, asJSON, "keys", "ID\tUSER\tSCOPES\tNAME\tCREATED\tLAST USED")
 	return streamPages(out, func(cursor string) ([]tokens.APIKey, string, error) {
 		return a.store.KeysPage(ctx, user, cursor, tokens.MaxPageSize)
 	}, func(k tokens.APIKey) error {
@@ -166,21 +161,24 @@ func streamPages[T any](out lister, fetch func(cursor string) ([]T, string, erro
 
 // listConnections prints every connection page by page.
 func (e env) listConnections(ctx context.Context, a *app, asJSON bool) error {
-	var out lister
-	if asJSON {
-		out = newJSONList(e.stdout, "connections")
-	} else {
-		out = newTable(e.stdout, "USER\tSTATUS\tSCOPES\tACADEMY USER\tACCESS EXPIRES\tREFRESH EXPIRES\tUPDATED")
-	}
+	out := newLister(e.stdout, asJSON, "connections", connectionsHeader)
 	return streamPages(out, func(cursor string) ([]tokens.Connection, string, error) {
 		return a.store.ConnectionsPage(ctx, cursor, tokens.MaxPageSize)
 	}, func(c tokens.Connection) error {
 		if asJSON {
 			return out.item(admin.ToConnectionJSON(c))
 		}
-		return out.row("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.User, c.Status, scopeText(c.Scopes), c.AcademyUser,
-			timeText(c.AccessExpiresAt), timeText(c.RefreshExpiresAt), timeText(c.UpdatedAt))
+		return connectionRow(out, c)
 	})
+}
+
+// connectionsHeader heads the table of connections list and connections show; connectionRow is
+// one of its rows.
+const connectionsHeader = "USER\tSTATUS\tSCOPES\tACADEMY USER\tACCESS EXPIRES\tREFRESH EXPIRES\tUPDATED"
+
+func connectionRow(out lister, c tokens.Connection) error {
+	return out.row("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.User, c.Status, scopeText(c.Scopes), c.AcademyUser,
+		timeText(c.AccessExpiresAt), timeText(c.RefreshExpiresAt), timeText(c.UpdatedAt))
 }
 
 // connectionsPending is `connections pending [--json]`: every user holding keys or a
@@ -196,12 +194,7 @@ func (e env) connectionsPending(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	var out lister
-	if *asJSON {
-		out = newJSONList(e.stdout, "users")
-	} else {
-		out = newTable(e.stdout, "USER\tSTATUS\tKEYS\tLAST USED")
-	}
+	out := newLister(e.stdout, *asJSON, "users", "USER\tSTATUS\tKEYS\tLAST USED")
 	return streamPages(out, func(cursor string) ([]tokens.UserSummary, string, error) {
 		return a.store.UsersPage(ctx, cursor, tokens.MaxPageSize)
 	}, func(u tokens.UserSummary) error {
@@ -268,6 +261,14 @@ type lister interface {
 	item(v any) error
 	row(format string, args ...any) error
 	close() error
+}
+
+// newLister returns the JSON list {"NAME": […]} with asJSON, else the table under header.
+func newLister(w io.Writer, asJSON bool, name, header string) lister {
+	if asJSON {
+		return newJSONList(w, name)
+	}
+	return newTable(w, header)
 }
 
 // jsonList streams {"NAME": [item, …]} one item at a time.

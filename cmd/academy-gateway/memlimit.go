@@ -47,7 +47,7 @@ func containerMemoryLimit(getenv func(string) string, readFile func(string) ([]b
 // killer would, and logs what it chose. GOGC (default 100) and GOMEMLIMIT keep their usual
 // meaning; GOMEMLIMIT wins over the container's limit.
 func applyMemoryLimit(log *zap.Logger, getenv func(string) string) {
-	limit, source := containerMemoryLimit(getenv, readLimitFile)
+	limit, source := containerMemoryLimit(getenv, os.ReadFile)
 	if limit > 0 {
 		debug.SetMemoryLimit(limit)
 		log.Info("memory limit set from the container's", zap.Int64("bytes", limit), zap.String("source", source))
@@ -55,5 +55,3 @@ func applyMemoryLimit(log *zap.Logger, getenv func(string) string) {
 	}
 	log.Debug("no memory limit set by the gateway", zap.String("source", source))
 }
-
-func readLimitFile(name string) ([]byte, error) { return os.ReadFile(name) }

@@ -19,12 +19,8 @@ var errUnreadable = errors.New("some connections could not be read with any conf
 func (e env) rekey(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("rekey")
 	dryRun := fs.Bool("dry-run", false, "report what would be re-encrypted; write nothing")
-	pos, err := parse(fs, args)
-	if err != nil {
+	if _, err := parse(fs, args); err != nil { // no arguments (the commands table)
 		return err
-	}
-	if len(pos) != 0 {
-		return usagef("rekey: takes no arguments")
 	}
 	a, err := e.openForCLI(*path)
 	if err != nil {
