@@ -109,7 +109,7 @@ func (h *hardened) refuse(w http.ResponseWriter, r *http.Request, e *httperr.Err
 	out := outcome(e.Code)
 	method := methodLabel(r.Method)
 	if h.o.Metrics != nil {
-		h.o.Metrics.Requests.WithLabelValues(method, strconv.Itoa(e.Status), out).Inc()
+		h.o.Metrics.Requests.WithLabelValues(method, statusLabel(e.Status), out).Inc()
 		h.o.Metrics.RequestDuration.WithLabelValues(method, out).Observe(0)
 	}
 	h.o.Logger.Info("request", zap.String("request_id", id), zap.String("method", r.Method),

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -164,7 +163,7 @@ func (t *replayTransport) send(req *http.Request, x *exchange) (*http.Response, 
 	x.upstream += d
 	code := "error"
 	if err == nil {
-		code = strconv.Itoa(resp.StatusCode)
+		code = statusLabel(resp.StatusCode)
 	}
 	t.m.UpstreamDuration.WithLabelValues(methodLabel(req.Method), code).Observe(d.Seconds())
 	return resp, err
