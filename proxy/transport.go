@@ -136,13 +136,12 @@ func (t *replayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	fresh, rerr := t.tokens.Rejected(req.Context(), x.conn)
+	resp.Body.Close()
 	if rerr != nil {
 		// A refresh that cannot complete is the gateway's failure, never the Academy's 401: a
 		// legacy caller would read that as "my key is wrong" (docs/reference.md §4 step 5).
-		resp.Body.Close()
 		return nil, rerr
 	}
-	resp.Body.Close()
 	x.conn, x.refreshed = fresh, true
 	retry := req.Clone(req.Context())
 	retry.Header.Set("Authorization", "Bearer "+fresh.AccessToken)
