@@ -170,14 +170,3 @@ func targetPath(uri string) (string, bool) {
 	}
 	return p, true
 }
-
-// isToken reports whether s is an RFC 9110 token, the syntax of a method name.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return s != ""
-}
