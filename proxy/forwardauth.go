@@ -45,10 +45,9 @@ type ForwardAuthOptions struct {
 // proxy's JSON refusal. It never sees the upstream's answer, so it never refreshes reactively.
 type ForwardAuth struct {
 	decider
-	opts      ForwardAuthOptions
-	secret    credential.Secret
-	needToken bool
-	ids       *requestIDs
+	opts   ForwardAuthOptions
+	secret credential.Secret
+	ids    *requestIDs
 }
 
 // NewForwardAuth returns a ForwardAuth deciding with tok.
@@ -60,11 +59,10 @@ func NewForwardAuth(tok Tokens, opts ForwardAuthOptions) *ForwardAuth {
 		opts.Now = time.Now
 	}
 	return &ForwardAuth{
-		decider:   newDecider(tok, opts.StripPrefixes, opts.StaticUser),
-		opts:      opts,
-		secret:    credential.NewSecret(opts.Token),
-		needToken: opts.Token != "",
-		ids:       newRequestIDs(),
+		decider: newDecider(tok, opts.StripPrefixes, opts.StaticUser),
+		opts:    opts,
+		secret:  credential.NewSecret(opts.Token),
+		ids:     newRequestIDs(),
 	}
 }
 
@@ -121,7 +119,7 @@ func (f *ForwardAuth) check(r *http.Request, c *check) error {
 	if len(methods) > 0 {
 		c.method = methods[0] // the label and the log line, even of a refusal
 	}
-	if f.needToken {
+	if f.opts.Token != "" {
 		if vals := r.Header.Values("X-Gateway-Auth"); len(vals) != 1 || !f.secret.Matches(vals[0]) {
 			return httperr.New(http.StatusForbidden, httperr.Forbidden, "The check lacks the X-Gateway-Auth header this gateway requires.")
 		}
@@ -164,23 +162,11 @@ func targetPath(uri string) (string, bool) {
 	if uri[0] != '/' {
 		return uri, false
 	}
+	p, _, _ := strings.Cut(uri, "?")
 	for i := 0; i < len(uri); i++ {
 		if c := uri[i]; c <= ' ' || c == 0x7f || c == '#' {
-			p, _, _ := strings.Cut(uri, "?")
 			return p, false
 		}
 	}
-	p, _, _ := strings.Cut(uri, "?")
 	return p, true
-}
-
-// isToken reports whether s is an RFC 9110 token, the syntax of a method name.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return s != ""
 }

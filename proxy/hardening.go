@@ -90,11 +90,13 @@ func (h *hardened) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // URI without a path (400). Go's router would answer them with a plain-text 404 or, for OPTIONS
 // *, a keyless 200.
 func checkTarget(r *http.Request) *httperr.Error {
-	_, allowed := scope.ForRequest(r.Method, "/")
 	switch {
-	case r.Method == http.MethodConnect || (r.RequestURI == "*" && !allowed):
+	case r.Method == http.MethodConnect:
 		return methodNotAllowed(r.Method)
 	case r.RequestURI == "*":
+		if _, ok := scope.ForRequest(r.Method, "/"); !ok {
+			return methodNotAllowed(r.Method)
+		}
 		return badRequest("The request target * names no resource.", nil)
 	case r.URL.Path == "" || r.URL.Path[0] != '/' || r.URL.Opaque != "":
 		return badRequest("The request target must be an absolute path.", nil)
@@ -109,7 +111,7 @@ func (h *hardened) refuse(w http.ResponseWriter, r *http.Request, e *httperr.Err
 	out := outcome(e.Code)
 	method := methodLabel(r.Method)
 	if h.o.Metrics != nil {
-		h.o.Metrics.Requests.WithLabelValues(method, strconv.Itoa(e.Status), out).Inc()
+		h.o.Metrics.Requests.WithLabelValues(method, statusLabel(e.Status), out).Inc()
 		h.o.Metrics.RequestDuration.WithLabelValues(method, out).Observe(0)
 	}
 	h.o.Logger.Info("request", zap.String("request_id", id), zap.String("method", r.Method),

@@ -63,11 +63,10 @@ const MaxReplayBody = 1 << 20
 // Handler is the proxy listener's handler for everything but onboarding.
 type Handler struct {
 	decider
-	tokens Tokens
-	opts   Options
-	rp     *httputil.ReverseProxy
-	base   string // escaped path of the upstream base, without a trailing slash
-	ids    *requestIDs
+	opts Options
+	rp   *httputil.ReverseProxy
+	base string // escaped path of the upstream base, without a trailing slash
+	ids  *requestIDs
 }
 
 // New returns a Handler forwarding to opts.Upstream.
@@ -81,7 +80,7 @@ func New(tok Tokens, opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Handler{decider: newDecider(tok, opts.StripPrefixes, opts.StaticUser), tokens: tok, opts: opts, ids: newRequestIDs(),
+	h := &Handler{decider: newDecider(tok, opts.StripPrefixes, opts.StaticUser), opts: opts, ids: newRequestIDs(),
 		base: strings.TrimSuffix(opts.Upstream.EscapedPath(), "/")}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -137,13 +136,12 @@ func (t *replayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	fresh, rerr := t.tokens.Rejected(req.Context(), x.conn)
+	resp.Body.Close()
 	if rerr != nil {
 		// A refresh that cannot complete is the gateway's failure, never the Academy's 401: a
 		// legacy caller would read that as "my key is wrong" (docs/reference.md §4 step 5).
-		resp.Body.Close()
 		return nil, rerr
 	}
-	resp.Body.Close()
 	x.conn, x.refreshed = fresh, true
 	retry := req.Clone(req.Context())
 	retry.Header.Set("Authorization", "Bearer "+fresh.AccessToken)
@@ -164,7 +162,7 @@ func (t *replayTransport) send(req *http.Request, x *exchange) (*http.Response, 
 	x.upstream += d
 	code := "error"
 	if err == nil {
-		code = strconv.Itoa(resp.StatusCode)
+		code = statusLabel(resp.StatusCode)
 	}
 	t.m.UpstreamDuration.WithLabelValues(methodLabel(req.Method), code).Observe(d.Seconds())
 	return resp, err

@@ -206,7 +206,7 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	}
 	w.WriteString("\r\n")
 	for k, vs := range req.Header {
-		if !validFieldName(k) {
+		if !isToken(k) {
 			return fmt.Errorf("invalid header field name %q", k)
 		}
 		if k == "Host" || k == "Content-Length" || k == "Transfer-Encoding" || k == "Trailer" || k == "Connection" {
@@ -229,13 +229,14 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	return w.Flush()
 }
 
-// validFieldName reports whether k is an HTTP token.
-func validFieldName(k string) bool {
-	if k == "" {
+// isToken reports whether s is an RFC 9110 token (§5.6.2), the syntax of a method and of a
+// header field name: not empty, with no control characters, white space or delimiters.
+func isToken(s string) bool {
+	if s == "" {
 		return false
 	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if c <= ' ' || c >= 0x7f || c == ':' || c == '"' || c == '(' || c == ')' || c == ',' || c == '/' ||
 			c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' || c == '[' || c == '\\' ||
 			c == ']' || c == '{' || c == '}' {
