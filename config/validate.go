@@ -280,8 +280,9 @@ var serviceLink = regexp.MustCompile(`_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|
 // (ACADEMY_GATEWAY_REDIS_URLL) would otherwise be silently ignored. Kubernetes service-link
 // variables are let through.
 func checkEnviron(environ []string, referenced map[string]bool) error {
+	overrides := EnvVars()
 	known := map[string]bool{ConfigVar: true}
-	for _, n := range EnvVars() {
+	for _, n := range overrides {
 		known[n] = true
 	}
 	for _, d := range DefaultVars {
@@ -304,9 +305,12 @@ func checkEnviron(environ []string, referenced map[string]bool) error {
 	}
 	hints := make([]string, 0, len(unknown))
 	for _, u := range unknown {
-		if near := nearest(u, EnvVars()); near != "" && len(unknown) == 1 {
+		near := nearest(u, overrides)
+		switch {
+		case near == "":
+		case len(unknown) == 1:
 			hints = append(hints, "did you mean "+near+"?")
-		} else if near != "" {
+		default:
 			hints = append(hints, u+": did you mean "+near+"?")
 		}
 	}

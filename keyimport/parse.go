@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -31,7 +32,7 @@ func parseCSV(r io.Reader) ([]record, error) {
 	col := map[string]int{}
 	for i, h := range header {
 		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
-		if _, dup := col[h]; dup || !contains(csvColumns, h) {
+		if _, dup := col[h]; dup || !slices.Contains(csvColumns, h) {
 			return nil, &FileError{Line: 1, Msg: "the header row must name the columns user,key,scopes,name, each once"}
 		}
 		col[h] = i
@@ -77,15 +78,6 @@ func csvProblem(err error) string {
 		return fmt.Sprintf("%v (column %d)", pe.Err, pe.Column)
 	}
 	return err.Error()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // jsonEntry is one JSON line or element.
@@ -174,9 +166,6 @@ func decodeEntry(line int, text []byte) record {
 	dec.DisallowUnknownFields()
 	var e jsonEntry
 	err := dec.Decode(&e)
-	if err == nil && dec.More() {
-		err = errors.New("data after the object")
-	}
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			err = errors.New("data after the object")

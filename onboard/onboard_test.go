@@ -133,10 +133,14 @@ func (f *failingStore) ConsumeTicket(context.Context, string) (tokens.Ticket, er
 type failingAcademy struct {
 	Academy
 	exchangeErr error
+	infoErr     error
 	invalidated int
 }
 
 func (f *failingAcademy) Info(context.Context, string) (tokens.Info, error) {
+	if f.infoErr != nil {
+		return tokens.Info{}, f.infoErr
+	}
 	return tokens.Info{ID: "1", User: "John Doe"}, nil
 }
 
@@ -161,24 +165,29 @@ func TestFailurePages(t *testing.T) {
 		wantText   string
 		// wantInvalidated: the new tokens were issued by then and must be invalidated.
 		wantInvalidated int
+		info            error // of the /info call after the exchange
 	}{
-		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used", 0},
-		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0},
-		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again", 0},
-		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0},
-		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access", 0},
-		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code", 0},
+		{"start: ticket used", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrTicketUsed}, nil, 400, "already used", 0, nil},
+		{"start: store down", "/oauth/start?ticket=t", &failingStore{bindErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0, nil},
+		{"callback: no state", "/oauth/callback?code=c", &failingStore{}, nil, 400, "open the onboarding link again", 0, nil},
+		{"callback: store down", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 0, nil},
+		{"callback: denied", "/oauth/callback?state=s&error=access_denied", &failingStore{}, nil, 400, "did not grant access", 0, nil},
+		{"callback: no code", "/oauth/callback?state=s", &failingStore{}, nil, 400, "no authorization code", 0, nil},
 		{"callback: code refused", "/oauth/callback?state=s&code=c", &failingStore{},
-			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link", 0},
+			&tokens.APIError{Op: "token", Status: 400, Message: "bad code"}, 400, "new onboarding link", 0, nil},
 		{"callback: client secret wrong", "/oauth/callback?state=s&code=c", &failingStore{},
-			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured", 0},
+			&tokens.APIError{Op: "token", Status: 401, Message: "bad client"}, 503, "misconfigured", 0, nil},
 		{"callback: earlier connection unreadable (store down)", "/oauth/callback?state=s&code=c",
-			&failingStore{connErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 1},
+			&failingStore{connErr: tokens.ErrStoreUnavailable}, nil, 503, "try again", 1, nil},
+		{"callback: ticket expired", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrTicketInvalid}, nil, 400, "has expired", 0, nil},
+		{"callback: ticket reused", "/oauth/callback?state=s&code=c", &failingStore{consumeErr: tokens.ErrTicketUsed}, nil, 400, "already used", 0, nil},
+		{"callback: identity lookup failed", "/oauth/callback?state=s&code=c", &failingStore{}, nil, 400, "new onboarding link", 1,
+			&tokens.APIError{Op: "info", Status: 500, Message: "boom"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			redirect, _ := url.Parse("https://gw.example.com/oauth/callback")
-			ac := &failingAcademy{exchangeErr: tt.exchange}
+			ac := &failingAcademy{exchangeErr: tt.exchange, infoErr: tt.info}
 			s := New(tt.store, ac, Options{RedirectURL: redirect, ClientID: "cid"})
 			rec := httptest.NewRecorder()
 			req := httptest.NewRequest(http.MethodGet, tt.path, nil)

@@ -216,11 +216,16 @@ func (d *Dispatcher) read(ctx context.Context, hold map[string]*held, n int, wai
 	}
 	for _, s := range res {
 		for _, m := range s.Messages {
-			hold[m.ID] = &held{entry: m.ID, id: str(m.Values["id"]), typ: str(m.Values["type"]),
-				body: []byte(str(m.Values["body"])), state: attemptState{Next: d.opts.Now()}}
+			hold[m.ID] = d.newHeld(m)
 		}
 	}
 	return nil
+}
+
+// newHeld is the stream entry m as held by this replica, due at once.
+func (d *Dispatcher) newHeld(m redis.XMessage) *held {
+	return &held{entry: m.ID, id: str(m.Values["id"]), typ: str(m.Values["type"]),
+		body: []byte(str(m.Values["body"])), state: attemptState{Next: d.opts.Now()}}
 }
 
 // claim takes over events another replica left idle for ClaimIdle (it died), with their
@@ -237,8 +242,7 @@ func (d *Dispatcher) claim(ctx context.Context, hold map[string]*held) error {
 		if _, ok := hold[m.ID]; ok || m.Values == nil {
 			continue
 		}
-		h := &held{entry: m.ID, id: str(m.Values["id"]), typ: str(m.Values["type"]),
-			body: []byte(str(m.Values["body"])), state: attemptState{Next: d.opts.Now()}}
+		h := d.newHeld(m)
 		if raw, err := d.q.rdb.HGet(ctx, d.q.attemptsKey(), m.ID).Result(); err == nil {
 			_ = json.Unmarshal([]byte(raw), &h.state)
 		}
@@ -333,14 +337,15 @@ func (d *Dispatcher) attemptDue(ctx context.Context, hold map[string]*held) bool
 		if ctx.Err() != nil {
 			return true // shutting down: the entries stay pending for whoever runs next
 		}
-		if err := d.settle(ctx, h, errs[i]); err != nil {
+		done, err := d.settle(ctx, h, errs[i])
+		if err != nil {
 			// Redis is away: keep the event and try again later (a duplicate delivery is
 			// allowed, a hot loop is not).
 			d.log.Warn("webhooks: record delivery outcome", zap.String("webhook_id", h.id), zap.Error(err))
 			h.state.Next = d.opts.Now().Add(d.opts.Poll)
 			continue
 		}
-		if errs[i] == nil || h.state.Attempts == 0 {
+		if done {
 			delete(hold, h.entry)
 		}
 	}
@@ -393,9 +398,9 @@ func (q *Queue) forget(ctx context.Context, p redis.Pipeliner, entry string) {
 }
 
 // settle records the outcome of an attempt of h: delivered (acknowledged and deleted), given up
-// (moved to the failed stream), or to be retried (its schedule saved). On success or give-up
-// h.state.Attempts is left 0 so the caller forgets h.
-func (d *Dispatcher) settle(ctx context.Context, h *held, err error) error {
+// (moved to the failed stream), or to be retried (its schedule saved in h and in Redis). done
+// reports that h is settled for good and the caller forgets it.
+func (d *Dispatcher) settle(ctx context.Context, h *held, err error) (done bool, _ error) {
 	now := d.opts.Now()
 	q := d.q
 	if err == nil {
@@ -404,12 +409,11 @@ func (d *Dispatcher) settle(ctx context.Context, h *held, err error) error {
 			return nil
 		})
 		if terr != nil {
-			return terr
+			return false, terr
 		}
 		d.m.WebhookDeliveries.WithLabelValues(h.typ, metrics.WebhookSuccess).Inc()
 		d.log.Debug("webhook delivered", zap.String("webhook_id", h.id), zap.String("type", h.typ), zap.Int("retries", h.state.Attempts))
-		h.state.Attempts = 0
-		return nil
+		return true, nil
 	}
 	st := h.state
 	st.Attempts++
@@ -426,13 +430,12 @@ func (d *Dispatcher) settle(ctx context.Context, h *held, err error) error {
 			return nil
 		})
 		if terr != nil {
-			return terr
+			return false, terr
 		}
 		d.m.WebhookDeliveries.WithLabelValues(h.typ, metrics.WebhookFailed).Inc()
 		d.log.Error("webhook given up; kept in the failed stream", zap.String("webhook_id", h.id),
 			zap.String("type", h.typ), zap.Int("attempts", st.Attempts), zap.String("last_error", st.Last))
-		h.state.Attempts = 0
-		return nil
+		return true, nil
 	}
 	st.Next = now.Add(d.backoff(st.Attempts))
 	raw, _ := json.Marshal(st)
@@ -444,7 +447,7 @@ func (d *Dispatcher) settle(ctx context.Context, h *held, err error) error {
 	d.m.WebhookDeliveries.WithLabelValues(h.typ, metrics.WebhookRetry).Inc()
 	d.log.Warn("webhook attempt failed; will retry", zap.String("webhook_id", h.id), zap.String("type", h.typ),
 		zap.Int("attempts", st.Attempts), zap.Time("next", st.Next), zap.Error(err))
-	return nil
+	return false, nil
 }
 
 // backoff is the wait after the n-th failed attempt: BackoffBase doubling per attempt, capped at

@@ -205,6 +205,48 @@ func TestDeliveryTopologies(t *testing.T) {
 	}
 }
 
+// TestAttemptTimeoutIsRetried: a receiver that does not answer within AttemptTimeout fails the
+// attempt like a non-2xx answer (docs/reference.md §9: timeouts are retried); the retry carries
+// the same webhook-id and delivers the event.
+func TestAttemptTimeoutIsRetried(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	q := newQueue(rdb)
+	var mu sync.Mutex
+	var ids []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body) // read to the end, so a closed connection cancels req.Context()
+		mu.Lock()
+		ids = append(ids, req.Header.Get("webhook-id"))
+		first := len(ids) == 1
+		mu.Unlock()
+		if first {
+			<-req.Context().Done() // never answer the first attempt: the dispatcher times it out
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	m := newMetrics()
+	if err := q.Publish(t.Context(), webhooks.Revoked(time.Now(), "alice")); err != nil {
+		t.Fatal(err)
+	}
+	startDispatcher(t, q, m, fastOptions(srv.URL))
+	eventually(t, "a timed-out attempt, then a delivery", func() bool {
+		return pending(t, q) == 0 && testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("connection.revoked", "success")) == 1
+	})
+	mu.Lock()
+	got := slices.Clone(ids)
+	mu.Unlock()
+	if len(got) != 2 || got[0] != got[1] || got[0] == "" {
+		t.Errorf("webhook-ids %q, want the same id on the timed-out attempt and its retry", got)
+	}
+	for result, want := range map[string]float64{"success": 1, "retry": 1, "failed": 0} {
+		if got := testutil.ToFloat64(m.WebhookDeliveries.WithLabelValues("connection.revoked", result)); got != want {
+			t.Errorf("deliveries{result=%q} = %v, want %v", result, got, want)
+		}
+	}
+}
+
 // TestRetriesThenGiveUp: a receiver that always fails gets the same webhook-id on every attempt,
 // with backoff, until RetryFor has passed; then the event is counted failed, leaves the stream
 // and is kept in the failed stream (without any secret).
