@@ -81,11 +81,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
 
 // listConnections handles GET /admin/connections[?limit=N][&cursor=C].
 func (h *Handler) listConnections(w http.ResponseWriter, r *http.Request) error {
-	cursor, limit, err := paging(r)
-	if err != nil {
-		return err
-	}
-	conns, next, err := h.store.ConnectionsPage(r.Context(), cursor, limit)
+	conns, next, err := list(r, h.store.ConnectionsPage)
 	if err != nil {
 		return err
 	}

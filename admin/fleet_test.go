@@ -360,3 +360,46 @@ func TestListPaging(t *testing.T) {
 	wantError(t, e.call(t, http.MethodGet, "/admin/keys?cursor=bogus", ""), 400, "bad_request")
 	wantError(t, e.call(t, http.MethodGet, "/admin/connections?limit=-1", ""), 400, "bad_request")
 }
+
+// TestListsWithoutPagingAreWhole: a list asked for without limit or cursor holds every item,
+// however many pages of tokens.MaxPageSize that takes (docs/reference.md §5); with a limit it
+// is one page and a cursor.
+func TestListsWithoutPagingAreWhole(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	n := tokens.MaxPageSize + 1
+	for i := range n {
+		if _, _, err := e.store.IssueKey(ctx, fmt.Sprintf("u%04d", i), nil, "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		path, field string
+		want        int
+		next        bool
+	}{
+		{"/admin/keys", "keys", n, false},
+		{"/admin/users", "users", n, false},
+		{"/admin/keys?limit=10", "keys", 10, true},
+		{"/admin/users?limit=1000", "users", 1000, true},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			rec := e.call(t, http.MethodGet, tc.path, "")
+			if rec.Code != 200 {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			var page map[string]json.RawMessage
+			if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+				t.Fatal(err)
+			}
+			var items []json.RawMessage
+			if err := json.Unmarshal(page[tc.field], &items); err != nil {
+				t.Fatal(err)
+			}
+			_, hasNext := page["next_cursor"]
+			if len(items) != tc.want || hasNext != tc.next {
+				t.Errorf("%d %s, next_cursor %v; want %d, %v", len(items), tc.field, hasNext, tc.want, tc.next)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,18 +96,16 @@ func checkScopes(scopes []string) ([]string, error) {
 	return out, nil
 }
 
-// listKeys handles GET /admin/keys[?user=U][&limit=N][&cursor=C]: a page of the keys of U, or
-// of every user.
+// listKeys handles GET /admin/keys[?user=U][&limit=N][&cursor=C]: the keys of U, or of every
+// user (a page of them with limit or cursor).
 func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) error {
 	user := r.URL.Query().Get("user")
 	if user != "" && !tokens.ValidUser(user) {
 		return badRequest(`The "user" parameter must be 1-128 letters, digits or ._@+-.`, fmt.Errorf("user %q", user))
 	}
-	cursor, limit, err := paging(r)
-	if err != nil {
-		return err
-	}
-	keys, next, err := h.store.KeysPage(r.Context(), user, cursor, limit)
+	keys, next, err := list(r, func(ctx context.Context, cursor string, limit int) ([]tokens.APIKey, string, error) {
+		return h.store.KeysPage(ctx, user, cursor, limit)
+	})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -36,14 +37,35 @@ func paging(r *http.Request) (cursor string, limit int, err error) {
 	return q.Get("cursor"), limit, nil
 }
 
-// listUsers handles GET /admin/users[?limit=N][&cursor=C]: every user that holds a key or a
-// connection, with status, key count and last use.
-func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) error {
+// list answers a list endpoint from page: one page (and the cursor of the next) when the
+// caller pages with limit or cursor, else the whole list, read page by page (docs/reference.md
+// §5: a list asked for without paging holds every item).
+func list[T any](r *http.Request, page func(ctx context.Context, cursor string, limit int) ([]T, string, error)) ([]T, string, error) {
 	cursor, limit, err := paging(r)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	users, next, err := h.store.UsersPage(r.Context(), cursor, limit)
+	if q := r.URL.Query(); q.Has("limit") || q.Has("cursor") {
+		return page(r.Context(), cursor, limit)
+	}
+	var all []T
+	for {
+		items, next, err := page(r.Context(), cursor, tokens.MaxPageSize)
+		if err != nil {
+			return nil, "", err
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, "", nil
+		}
+		cursor = next
+	}
+}
+
+// listUsers handles GET /admin/users[?limit=N][&cursor=C]: every user that holds a key or a
+// connection (a page of them with limit or cursor), with status, key count and last use.
+func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) error {
+	users, next, err := list(r, h.store.UsersPage)
 	if err != nil {
 		return err
 	}

@@ -208,7 +208,7 @@ log:
 		b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, strings.Fields(name)[1]+"-median-ms")
 	}
 	timeGets("GET /admin/keys?user=U", 500, func(i int) string { return "/admin/keys?user=" + user(i*97) })
-	timeGets("GET /admin/users (first page, 100)", 100, func(int) string { return "/admin/users" })
+	timeGets("GET /admin/users (first page, 100)", 100, func(int) string { return "/admin/users?limit=100" })
 	timeGets("GET /admin/users?limit=1000", 20, func(int) string { return "/admin/users?limit=1000" })
 	b.Logf("RSS after the admin requests: %d MB", scaleRSS(b, cmd.Process.Pid)>>10)
 	for b.Loop() {
