@@ -181,11 +181,11 @@ func connectionRow(out lister, c tokens.Connection) error {
 		timeText(c.AccessExpiresAt), timeText(c.RefreshExpiresAt), timeText(c.UpdatedAt))
 }
 
-// connectionsPending is `connections pending [--json]`: every user holding keys or a
-// connection that is not active, with key count and last use (the rows of GET /admin/users).
+// connectionsPending is `connections pending [--json]`: every user holding keys without an
+// active connection, with key count and last use (the rows of GET /admin/users).
 func (e env) connectionsPending(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("connections pending")
-	asJSON := fs.Bool("json", false, "print JSON: the users array of GET /admin/users, without the active users")
+	asJSON := fs.Bool("json", false, "print JSON: the users array of GET /admin/users, only those with keys and no active connection")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -199,8 +199,8 @@ func (e env) connectionsPending(ctx context.Context, args []string) error {
 		return a.store.UsersPage(ctx, cursor, tokens.MaxPageSize)
 	}, func(u tokens.UserSummary) error {
 		switch {
-		case u.Status == tokens.StatusActive:
-			return nil
+		case u.Status == tokens.StatusActive || u.Keys == 0:
+			return nil // connected, or no caller waits for a link
 		case *asJSON:
 			return out.item(admin.ToUserJSON(u))
 		}

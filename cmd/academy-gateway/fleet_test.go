@@ -231,6 +231,8 @@ func TestCLIFleet(t *testing.T) {
 	for _, c := range []tokens.Connection{
 		{User: "active1", Status: tokens.StatusActive, AccessToken: "at", RefreshToken: "rt", IssuedAt: now, AccessExpiresAt: now.Add(time.Hour)},
 		{User: "stale1", Status: tokens.StatusReauthRequired, AccessToken: "at", RefreshToken: "rt", IssuedAt: now, AccessExpiresAt: now},
+		// reauth_required without keys: nobody to send a link to, so not pending.
+		{User: "keyless1", Status: tokens.StatusReauthRequired, AccessToken: "at", RefreshToken: "rt", IssuedAt: now, AccessExpiresAt: now},
 	} {
 		if _, err := f.store.PutConnection(ctx, c); err != nil {
 			t.Fatal(err)
