@@ -460,14 +460,7 @@ func TestRunbook(t *testing.T) {
 // there a missing promtool must not pass for tested rules.
 func promtool(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("promtool is not on PATH and CI is set: install it (Debian/Ubuntu package prometheus) so the rules and configuration are checked")
-		}
-		t.Skip("promtool is not on PATH: skipping the promtool checks (install the Debian/Ubuntu package prometheus; with CI set this fails instead)")
-	}
-	return path
+	return need(t, "promtool", "prometheus")
 }
 
 // runPromtool runs promtool in this package's directory with stdin and fails the test with its

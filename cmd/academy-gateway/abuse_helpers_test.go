@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -248,6 +249,28 @@ func wantJSONError(t *testing.T, resp *http.Response, body string, status int, c
 	if resp.StatusCode != status || json.Unmarshal([]byte(body), &got) != nil || got.Error.Code != code ||
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		t.Fatalf("got %d %q %s, want %d JSON %s", resp.StatusCode, resp.Header.Get("Content-Type"), body, status, code)
+	}
+}
+
+// refusal is a raw request line and the JSON error the gateway must answer it with.
+type refusal struct {
+	name   string // the subtest's name; "" names it after the line
+	line   string
+	status int
+	code   httperr.Code
+}
+
+// wantRefusals sends each refusal's line, with the header lines headers, on a fresh connection
+// to addr and checks that the answer is the refusal's JSON error.
+func wantRefusals(t *testing.T, addr string, headers []string, refusals []refusal) {
+	t.Helper()
+	for _, tt := range refusals {
+		t.Run(cmp.Or(tt.name, tt.line), func(t *testing.T) {
+			c := dial(t, addr)
+			send(t, c, request(tt.line, headers, ""))
+			resp, body := readAnswer(t, c, bufio.NewReader(c))
+			wantJSONError(t, resp, body, tt.status, tt.code)
+		})
 	}
 }
 

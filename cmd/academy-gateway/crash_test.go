@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -121,15 +120,7 @@ func TestReplicaKilledMidRefresh(t *testing.T) {
 	start := func(name string) *process {
 		t.Helper()
 		c := cfg
-		proxyPort, err := resFreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		opsPort, err := resFreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Listen.Proxy, c.Listen.Ops = "127.0.0.1:"+strconv.Itoa(proxyPort), "127.0.0.1:"+strconv.Itoa(opsPort)
+		c.Listen.Proxy, c.Listen.Ops = freeAddr(t), freeAddr(t)
 		c.OAuth.RedirectURL = "http://" + c.Listen.Proxy + "/oauth/callback"
 		p := &process{cmd: exec.Command(bin, "serve", "--config", writeConfig(t, string(c.YAML()))),
 			proxyURL: "http://" + c.Listen.Proxy, exited: make(chan struct{})}

@@ -137,11 +137,13 @@ func render(t *testing.T, file string, subs [][2]string) string {
 	return text
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
+// freeAddr returns a loopback address whose port was free a moment ago and is handed out once
+// in this process.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
 	port, err := resFreePort()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return fmt.Sprintf("127.0.0.1:%d", port)
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/academy-gateway/academy-gateway/config"
-	"github.com/academy-gateway/academy-gateway/internal/redistest"
 	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
@@ -309,16 +308,6 @@ func TestPromtoolCheckMetricsLive(t *testing.T) {
 	}
 }
 
-// obsFreePort returns a loopback port that was free a moment ago.
-func obsFreePort(t *testing.T) int {
-	t.Helper()
-	port, err := redistest.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 // obsPrometheus is a running prometheus server.
 type obsPrometheus struct {
 	url string      // http://127.0.0.1:PORT
@@ -357,7 +346,7 @@ scrape_configs:
 // waits until it is ready. It returns nil if the port was taken meanwhile.
 func obsRunPrometheus(t *testing.T, bin, cfgPath, dataDir string) *obsPrometheus {
 	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(obsFreePort(t))
+	addr := freeAddr(t)
 	p := &obsPrometheus{url: "http://" + addr, log: &syncBuffer{}}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+dataDir, "--web.listen-address="+addr)
 	cmd.Stdout, cmd.Stderr = p.log, p.log

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -113,11 +112,11 @@ func BenchmarkFleetScale(b *testing.B) {
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	bin := scaleBuild(b, bctx)
-	opsAddr := scaleFreeAddr(b)
+	opsAddr := freeAddr(b)
 	cfg := filepath.Join(b.TempDir(), "config.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 listen:
-  proxy: "`+scaleFreeAddr(b)+`"
+  proxy: "`+freeAddr(b)+`"
   ops: "`+opsAddr+`"
 oauth:
   client_id: "c"
@@ -228,15 +227,6 @@ func scaleBuild(b *testing.B, ctx context.Context) string {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func scaleFreeAddr(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // scaleRSS reads VmRSS of pid in KiB.

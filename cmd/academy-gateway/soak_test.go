@@ -55,15 +55,23 @@ func measure(t *testing.T, rdb *redis.Client) resources {
 	debug.FreeOSMemory()
 	var r resources
 	r.goroutines = runtime.NumGoroutine()
-	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
-		r.openFiles = len(fds)
+	// Unreadable, /proc would leave zeros that any later measure "returns to": fail instead.
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("open files: %v", err)
 	}
-	if status, err := os.ReadFile("/proc/self/status"); err == nil {
-		for line := range strings.SplitSeq(string(status), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				r.rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			}
+	r.openFiles = len(fds)
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatalf("RSS: %v", err)
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			r.rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 		}
+	}
+	if r.rssKiB <= 0 {
+		t.Fatalf("no VmRSS in /proc/self/status:\n%s", status)
 	}
 	info, err := rdb.Info(t.Context(), "clients").Result()
 	if err != nil {

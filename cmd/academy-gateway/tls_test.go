@@ -84,12 +84,13 @@ func TestServeTLS(t *testing.T) {
 		t.Errorf("ops /healthz over plain HTTP: %d", status)
 	}
 	resp, err := http.Get(r.proxyURL + "/api/v1/movies") // plain HTTP to the TLS listener
-	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("HTTPS")) {
-			t.Errorf("plain HTTP to the TLS listener: %s %q, want Go's 400 about HTTPS", resp.Status, body)
-		}
+	if err != nil {
+		t.Fatalf("plain HTTP to the TLS listener: %v, want Go's 400 about HTTPS", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("HTTPS")) {
+		t.Errorf("plain HTTP to the TLS listener: %s %q, want Go's 400 about HTTPS", resp.Status, body)
 	}
 }
 
