@@ -13,10 +13,6 @@ import (
 	"github.com/academy-gateway/academy-gateway/tokens"
 )
 
-// statusUndecryptable is the status tokens.Store.Connections lists a record under when it does
-// not decrypt (wrong or removed encryption key, or tampering).
-const statusUndecryptable = "undecryptable"
-
 // ConnectionJSON is the external form of a connection (docs/reference.md §5), shared by the admin API and
 // `academy-gateway connections … --json`: never a token.
 type ConnectionJSON struct {
@@ -106,7 +102,7 @@ func (h *Handler) showConnection(w http.ResponseWriter, r *http.Request) error {
 	if errors.Is(err, tokens.ErrDecrypt) {
 		// Shown as the list shows it (tokens.Store.Connections), so it can be found and revoked.
 		h.log.Warn("connection record does not decrypt", zap.String("user", user), zap.Error(err))
-		c, err = tokens.Connection{User: user, Status: statusUndecryptable}, nil
+		c, err = tokens.Connection{User: user, Status: tokens.StatusUndecryptable}, nil
 	}
 	if err != nil {
 		return err

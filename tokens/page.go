@@ -289,7 +289,7 @@ func (s *Store) readConnections(ctx context.Context, users []string) ([]Connecti
 		}
 		c, err := s.decodeConn(u, field(vals, 0), field(vals, 1))
 		if err != nil {
-			c = Connection{User: u, Status: "undecryptable"}
+			c = Connection{User: u, Status: StatusUndecryptable}
 		}
 		out = append(out, c)
 	}

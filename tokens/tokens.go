@@ -16,6 +16,9 @@ import (
 const (
 	StatusActive         = "active"
 	StatusReauthRequired = "reauth_required"
+	// StatusUndecryptable is how lists show a record no configured key decrypts (it is never
+	// stored: see crypto.go).
+	StatusUndecryptable = "undecryptable"
 )
 
 // Reasons a connection became reauth_required (the webhook's `reason`).

@@ -250,6 +250,9 @@ func wantJSONError(t *testing.T, resp *http.Response, body string, status int, c
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		t.Fatalf("got %d %q %s, want %d JSON %s", resp.StatusCode, resp.Header.Get("Content-Type"), body, status, code)
 	}
+	if status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") == "" {
+		t.Errorf("405 without Allow (RFC 9110 §15.5.6): %s", body)
+	}
 }
 
 // refusal is a raw request line and the JSON error the gateway must answer it with.

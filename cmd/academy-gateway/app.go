@@ -273,7 +273,9 @@ func loopbackAddr(addr string) bool {
 func (a *app) opsHandler() http.Handler {
 	r := mux.NewRouter()
 	r.NotFoundHandler = jsonError(httperr.New(http.StatusNotFound, httperr.NotFound, "No such endpoint on the ops listener."))
-	r.MethodNotAllowedHandler = jsonError(httperr.New(http.StatusMethodNotAllowed, httperr.MethodNotAllowed, "This endpoint does not take that method."))
+	// Every ops endpoint outside /admin/ (which routes its own methods) takes GET only.
+	r.MethodNotAllowedHandler = jsonError(&httperr.Error{Status: http.StatusMethodNotAllowed, Code: httperr.MethodNotAllowed,
+		Message: "This endpoint does not take that method.", Allow: http.MethodGet})
 	r.Path("/metrics").Methods(http.MethodGet).Handler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	r.Path("/healthz").Methods(http.MethodGet).HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
