@@ -5,13 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -269,7 +267,7 @@ func checkTLSFiles(_ context.Context, cfg config.Config) []checkResult {
 	}
 	if caFile != "" {
 		const name = "redis.tls_ca_file"
-		if n, err := loadCAs(caFile); err != nil {
+		if _, n, err := readCABundle(caFile); err != nil {
 			out = append(out, failed(name, "%v", err))
 		} else {
 			out = append(out, passed(name, "a bundle of %d certificates", n))
@@ -284,32 +282,6 @@ func certNames(c *x509.Certificate) string {
 		return strings.Join(c.DNSNames, ", ")
 	}
 	return c.Subject.String()
-}
-
-// loadCAs parses a PEM CA bundle and returns how many certificates it holds.
-func loadCAs(path string) (int, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("read CA bundle: %w", err)
-	}
-	n := 0
-	for rest := data; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return 0, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return 0, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return n, nil
 }
 
 // checkAcademy sends the token endpoint a code no Academy issued, with the configured client

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,16 +40,43 @@ func serveOn(srv *http.Server, ln net.Listener) error {
 	return srv.Serve(ln)
 }
 
-// redisCAPool reads redis.tls_ca_file: the CA certificates (PEM) a rediss:// server's
-// certificate must chain to, instead of the system's roots.
+// redisCAPool reads redis.tls_ca_file (with readCABundle): the CA certificates a rediss://
+// server's certificate must chain to, instead of the system's roots.
 func redisCAPool(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
+	pool, _, err := readCABundle(file)
 	if err != nil {
 		return nil, &config.Error{Key: "redis.tls_ca_file", Msg: err.Error()}
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, &config.Error{Key: "redis.tls_ca_file", Msg: fmt.Sprintf("%s holds no PEM certificate", file)}
-	}
 	return pool, nil
+}
+
+// readCABundle reads a PEM CA bundle: every CERTIFICATE block must parse (a broken one is an
+// error, where x509.CertPool.AppendCertsFromPEM would skip it), and there must be at least one.
+// serve and check-config --connect read it the same way, so the check says what serve does.
+func readCABundle(path string) (*x509.CertPool, int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, 0, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, n, nil
 }
