@@ -167,9 +167,9 @@ func (w *Webhooks) validate() error {
 	return nil
 }
 
-// oauthStartPath is onboard.StartPath, the path of onboarding links on the proxy listener; the
-// redirect URL's path must differ from it.
-const oauthStartPath = "/oauth/start"
+// OnboardingStartPath is the path of onboarding links on the proxy listener (onboard.StartPath);
+// the redirect URL's path must differ from it.
+const OnboardingStartPath = "/oauth/start"
 
 // academyPaths are the first path segments of the Academy's own resources and endpoints (v1 and
 // v2), plus "api" for its versioned prefixes: a callback path there would shadow calls that the
@@ -194,7 +194,7 @@ func (c *Config) checkRedirect() error {
 		return errors.New("must not have a fragment (#…): the Academy appends the code to the URL")
 	case u.Path == "" || u.Path == "/":
 		return errors.New("needs a path of its own, e.g. /oauth/callback: every other path is forwarded to the Academy")
-	case u.Path == oauthStartPath:
+	case u.Path == OnboardingStartPath:
 		return fmt.Errorf("path %s is the onboarding start path; use e.g. /oauth/callback", u.Path)
 	}
 	for _, p := range c.Upstream.StripPrefixes {

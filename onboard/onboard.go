@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/academy-gateway/academy-gateway/config"
 	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/tokens"
 	"github.com/academy-gateway/academy-gateway/webhooks"
@@ -97,8 +98,9 @@ func New(store Store, academy Academy, opts Options) *Service {
 	return &Service{store: store, academy: academy, opts: opts}
 }
 
-// StartPath is the route of onboarding links on the proxy listener.
-const StartPath = "/oauth/start"
+// StartPath is the route of onboarding links on the proxy listener (config refuses it as the
+// redirect URL's path).
+const StartPath = config.OnboardingStartPath
 
 // CallbackPath is the route the Academy redirects back to.
 func (s *Service) CallbackPath() string { return s.opts.RedirectURL.Path }
