@@ -317,8 +317,6 @@ func redisCause(err error) error {
 // serve runs the listeners (authLn, the forward-auth listener, only when not nil) and the token
 // manager until ctx ends, then drains in-flight requests for at most server.shutdown_timeout.
 func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) error {
-	servers := []*http.Server{newServer(a.cfg.Server, a.proxyHandler(), a.log.Named("proxy")),
-		newServer(a.cfg.Server, a.opsHandler(), a.log.Named("ops"))}
 	tlsConfig, err := a.listenerTLS(a.opts.tls)
 	if err != nil {
 		for _, ln := range []net.Listener{proxyLn, opsLn, authLn} {
@@ -328,11 +326,12 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) er
 		}
 		return err
 	}
-	servers[0].TLSConfig = tlsConfig // the proxy and auth listeners; ops stays plain HTTP
+	// The proxy and auth listeners face callers (TLS when configured); ops stays plain HTTP.
+	servers := []server{callerServer(newServer(a.cfg.Server, a.proxyHandler(), a.log.Named("proxy")), tlsConfig),
+		newServer(a.cfg.Server, a.opsHandler(), a.log.Named("ops"))}
 	lns := []net.Listener{proxyLn, opsLn}
 	if authLn != nil {
-		auth := newServer(a.cfg.Server, a.authHandler(), a.log.Named("auth"))
-		auth.TLSConfig = tlsConfig
+		auth := callerServer(newServer(a.cfg.Server, a.authHandler(), a.log.Named("auth")), tlsConfig)
 		servers, lns = append(servers, auth), append(lns, authLn)
 		if a.cfg.Security.ForwardAuthToken == "" && !loopbackAddr(a.cfg.Listen.Auth) {
 			a.log.Warn("listen.auth is not a loopback address and security.forward_auth_token is empty: "+
@@ -342,7 +341,7 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) er
 	}
 	errc := make(chan error, len(servers))
 	for i, ln := range lns {
-		go func() { errc <- serveOn(servers[i], ln) }()
+		go func() { errc <- servers[i].Serve(ln) }()
 	}
 	mctx, stopManager := context.WithCancel(ctx)
 	var background sync.WaitGroup

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -10,6 +11,7 @@ import (
 	"os"
 
 	"github.com/academy-gateway/academy-gateway/config"
+	"github.com/academy-gateway/academy-gateway/h1server"
 	"github.com/academy-gateway/academy-gateway/tlsreload"
 )
 
@@ -32,13 +34,28 @@ func (a *app) listenerTLS(opts tlsreload.Options) (*tls.Config, error) {
 	return cert.TLSConfig(), nil
 }
 
-// serveOn serves srv on ln, over TLS when srv has a TLS configuration.
-func serveOn(srv *http.Server, ln net.Listener) error {
-	if srv.TLSConfig != nil {
-		return srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig.GetCertificate
-	}
-	return srv.Serve(ln)
+// server is what serve runs on a listener: an http.Server, or one of callerServer's.
+type server interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
 }
+
+// callerServer returns what serves a listener that faces callers with srv's handler and
+// limits: over TLS when tlsConfig is set (the certificate comes from its GetCertificate), else
+// h1server's loop, which hands every request that is not an ordinary bodiless HTTP/1.1 one to
+// srv.
+func callerServer(srv *http.Server, tlsConfig *tls.Config) server {
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+		return tlsServer{srv}
+	}
+	return h1server.New(srv)
+}
+
+// tlsServer serves an http.Server over TLS.
+type tlsServer struct{ *http.Server }
+
+func (s tlsServer) Serve(ln net.Listener) error { return s.ServeTLS(ln, "", "") }
 
 // redisCAPool reads redis.tls_ca_file (with readCABundle): the CA certificates a rediss://
 // server's certificate must chain to, instead of the system's roots.
