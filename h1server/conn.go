@@ -164,7 +164,7 @@ func (c *conn) readHead(x *exchange) (int, error) {
 		if b[0] == '\r' || b[0] == '\n' {
 			return 0, errHandOff // blank lines before a request: net/http's rule
 		}
-		switch n, v := x.parse(b); v {
+		switch n, v := x.parse(b, c.s.maxValues); v {
 		case ordinary:
 			return n, nil
 		case foreign:
@@ -309,7 +309,7 @@ const (
 // parse reads the request head at the start of b into x and returns its length through the
 // blank line. Each line is judged as soon as it is whole, as net/http judges it, so a bad
 // request line is handed over (and refused there) without waiting for the rest of the head.
-func (x *exchange) parse(b []byte) (int, verdict) {
+func (x *exchange) parse(b []byte, maxValues int) (int, verdict) {
 	line, rest, v := cutLine(b)
 	if v != ordinary {
 		return 0, v
@@ -345,8 +345,8 @@ func (x *exchange) parse(b []byte) (int, verdict) {
 		if len(line) == 0 {
 			break
 		}
-		if n == maxHeaderLines || line[0] == ' ' || line[0] == '\t' {
-			return 0, foreign // obs-fold, or far more header lines than a client sends
+		if n == maxHeaderLines || n+hosts == maxValues || line[0] == ' ' || line[0] == '\t' {
+			return 0, foreign // obs-fold, or more header lines than a client sends or the fallback takes
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !isToken(line[:colon]) {

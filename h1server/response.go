@@ -95,7 +95,7 @@ func (w *response) WriteHeader(code int) {
 	h := w.header
 	if v, ok := h["Content-Length"]; ok {
 		w.clSet = true
-		if n, err := strconv.ParseInt(textproto.TrimString(first(v)), 10, 64); err == nil && n >= 0 {
+		if n, err := strconv.ParseInt(first(v), 10, 64); err == nil && n >= 0 {
 			w.cl = n
 		} else {
 			w.c.s.logf("http: invalid Content-Length of %q", first(v))
@@ -104,12 +104,16 @@ func (w *response) WriteHeader(code int) {
 	_, w.typed = h["Content-Type"]
 	w.encoded = first(h["Content-Encoding"]) != ""
 	w.te = first(h["Transfer-Encoding"])
+	if w.te != "" && w.cl != -1 {
+		w.c.s.logf("http: WriteHeader called with both Transfer-Encoding of %q and a Content-Length of %d", w.te, w.cl)
+		w.cl = -1
+	}
 	_, w.dated = h["Date"]
 	w.connection = h["Connection"]
 	for _, v := range h["Trailer"] {
 		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				w.trailers = append(w.trailers, http.CanonicalHeaderKey(name))
+			if name = http.CanonicalHeaderKey(textproto.TrimString(name)); name != "" && !notTrailer(name) {
+				w.trailers = append(w.trailers, name)
 			}
 		}
 	}
@@ -407,11 +411,24 @@ func appendField(b []byte, k, v string) []byte {
 	return append(b, "\r\n"...)
 }
 
+// notTrailer reports whether a header may not be sent as a trailer (RFC 9110 §6.5.1; the
+// list of httpguts.ValidTrailerHeader, which net/http applies to declared trailers).
+func notTrailer(name string) bool {
+	switch name {
+	case "Authorization", "Cache-Control", "Connection", "Content-Encoding", "Content-Length", "Content-Range",
+		"Content-Type", "Expect", "Host", "Keep-Alive", "Max-Forwards", "Pragma", "Proxy-Authenticate",
+		"Proxy-Authorization", "Proxy-Connection", "Range", "Realm", "Te", "Trailer", "Transfer-Encoding",
+		"Www-Authenticate":
+		return true
+	}
+	return false
+}
+
 // appendTrailers writes the trailer section: the declared names' values, and every name set
 // with http.TrailerPrefix.
 func appendTrailers(b []byte, h http.Header, declared []string) []byte {
 	for _, k := range declared {
-		if isToken(k) && k != "Content-Length" && k != "Transfer-Encoding" && k != "Connection" && k != "Trailer" {
+		if isToken(k) {
 			for _, v := range h[k] {
 				b = appendField(b, k, v)
 			}

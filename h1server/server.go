@@ -40,7 +40,8 @@ const newConnGrace = 5 * time.Second
 // Handler serves both loops.
 type Server struct {
 	fallback *http.Server
-	ctx      context.Context // every request's, as net/http's: the server under ServerContextKey
+	ctx       context.Context // every request's, as net/http's: the server under ServerContextKey
+	maxValues int             // the fallback's limit on header lines (net/http answers 431 above it)
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -53,7 +54,8 @@ type Server struct {
 // New returns a Server with fallback's handler and limits. fallback must not serve anything
 // else: Serve runs it on the connections handed over.
 func New(fallback *http.Server) *Server {
-	return &Server{fallback: fallback, ctx: context.WithValue(context.Background(), http.ServerContextKey, fallback), conns: make(map[*conn]struct{}), done: make(chan struct{})}
+	return &Server{fallback: fallback, ctx: context.WithValue(context.Background(), http.ServerContextKey, fallback),
+		maxValues: maxHeaderValues(fallback), conns: make(map[*conn]struct{}), done: make(chan struct{})}
 }
 
 // Serve accepts connections on ln until Shutdown, and returns http.ErrServerClosed then; any
@@ -90,6 +92,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		backoff = 0
 		c := newConn(s, nc)
 		s.mu.Lock()
+		if s.shutting.Load() { // Shutdown has looked at the connections already
+			s.mu.Unlock()
+			nc.Close()
+			return http.ErrServerClosed
+		}
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		go c.serve()
