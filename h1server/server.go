@@ -39,7 +39,7 @@ const newConnGrace = 5 * time.Second
 // WriteTimeout (the first write of each answer), IdleTimeout, MaxHeaderBytes, ErrorLog, and its
 // Handler serves both loops.
 type Server struct {
-	fallback *http.Server
+	fallback  *http.Server
 	ctx       context.Context // every request's, as net/http's: the server under ServerContextKey
 	maxValues int             // the fallback's limit on header lines (net/http answers 431 above it)
 
