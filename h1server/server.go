@@ -5,15 +5,15 @@
 // HTTP/1.1, an origin-form target, exactly one plain Host, CRLF line ends, token header names,
 // no obs-fold, and no body (no Content-Length, Transfer-Encoding, Expect, Trailer or Upgrade).
 // Nearly every request of an Academy client is one. The first request that is not (a body, an
-// HTTP/1.0 caller, a head over the buffer, a byte net/http would refuse) hands its connection,
+// HTTP/1.0 caller, a head over MaxHeaderBytes, a byte net/http would refuse) hands its connection,
 // with the bytes already read, to the fallback http.Server, which serves it from then on. So
 // every refusal, every body rule and every limit stays net/http's own; this loop only has to be
 // right for the requests it keeps.
 //
 // Why: under load net/http's server cost about a fifth of the gateway's CPU per request (a
 // background read per request, three deadline updates, two buffers per connection); see
-// docs/benchmarks.md. This loop waits for a request without a goroutine of its own, updates a
-// deadline about once per tenth of a timeout, and keeps 2 KiB per idle connection.
+// docs/benchmarks.md. This loop runs one goroutine per connection and no background read,
+// updates a deadline about once per tenth of a timeout, and keeps 1 KiB per idle connection.
 package h1server
 
 import (
