@@ -108,6 +108,17 @@ func (ts *testServer) shutdown(ctx context.Context) error {
 
 // waitServe waits at most d for Serve to return and returns its error (a timeout error if it
 // did not).
+// shutdownAsync runs Shutdown with a context of d in the background and returns its result.
+func (ts *testServer) shutdownAsync(d time.Duration) <-chan error {
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		shut <- ts.shutdown(ctx)
+	}()
+	return shut
+}
+
 func (ts *testServer) waitServe(d time.Duration) error {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()

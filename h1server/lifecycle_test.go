@@ -295,12 +295,7 @@ func TestShutdown(t *testing.T) {
 			c := dial(t, ts.addr)
 			c.mustWrite(request("GET", "/slow"))
 			waitFor(t, started, "request start")
-			shut := make(chan error, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				shut <- ts.shutdown(ctx)
-			}()
+			shut := ts.shutdownAsync(5 * time.Second)
 			// Serve returns once Shutdown has begun: from then on the answer must say close.
 			if err := ts.waitServe(5 * time.Second); !errors.Is(err, http.ErrServerClosed) {
 				t.Fatalf("Serve: %v, want http.ErrServerClosed", err)
@@ -382,12 +377,7 @@ func TestShutdownHandedOver(t *testing.T) {
 		c := dial(t, ts.addr)
 		c.mustWrite(post)
 		waitFor(t, started, "request start")
-		shut := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			shut <- ts.shutdown(ctx)
-		}()
+		shut := ts.shutdownAsync(5 * time.Second)
 		if err := ts.waitServe(5 * time.Second); !errors.Is(err, http.ErrServerClosed) {
 			t.Fatalf("Serve: %v, want http.ErrServerClosed", err)
 		}
