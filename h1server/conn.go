@@ -37,6 +37,7 @@ const maxHeaderLines = 64
 // errHandOff: the request is not one this loop serves.
 var errHandOff = errors.New("hand the connection to net/http")
 
+// conn is one connection served by the loop, until it closes or is handed over.
 type conn struct {
 	s      *Server
 	nc     net.Conn
@@ -52,7 +53,7 @@ type conn struct {
 	rdl  time.Time // the read deadline in force
 	wdl  time.Time // the write deadline in force
 
-	mu     sync.Mutex // guards cancel, since, pipelined: the watcher reads them
+	mu     sync.Mutex // guards cancel, since and pipe: the watcher reads them
 	cancel context.CancelFunc
 	since  time.Time
 	pipe   bool // the next request's bytes are already read: the caller is there
@@ -274,8 +275,8 @@ func (c *conn) serveRequest(x *exchange) (keep bool) {
 	return w.finish()
 }
 
-// exchange is one request with its answer: one allocation for both, and for the header lines'
-// values.
+// exchange is one request with its answer: one allocation for the parsed head's fields and the
+// ResponseWriter.
 type exchange struct {
 	method, target, host string
 	url                  *url.URL
