@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/academy-gateway/academy-gateway/internal/httpsyntax"
 )
 
 // Connection states, for Shutdown: only an idle connection (waiting for a request's first
@@ -316,7 +318,7 @@ func (x *exchange) parse(b []byte, maxValues int) (int, verdict) {
 		return 0, v
 	}
 	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 || !isToken(line[:sp1]) {
+	if sp1 <= 0 || !httpsyntax.IsToken(line[:sp1]) {
 		return 0, foreign
 	}
 	method := line[:sp1]
@@ -350,7 +352,7 @@ func (x *exchange) parse(b []byte, maxValues int) (int, verdict) {
 			return 0, foreign // obs-fold, or more header lines than a client sends or the fallback takes
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		if colon <= 0 || !httpsyntax.IsToken(line[:colon]) {
 			return 0, foreign
 		}
 		vs, ve := colon+1, len(line)
@@ -360,10 +362,8 @@ func (x *exchange) parse(b []byte, maxValues int) (int, verdict) {
 		for ve > vs && (line[ve-1] == ' ' || line[ve-1] == '\t') {
 			ve--
 		}
-		for _, c := range line[vs:ve] {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return 0, foreign
-			}
+		if !httpsyntax.ValidFieldValue(line[vs:ve]) {
+			return 0, foreign
 		}
 		switch name := line[:colon]; {
 		case equalFold(name, "Host"):
@@ -438,31 +438,6 @@ func cutLine(b []byte) (line, rest []byte, v verdict) {
 		return nil, nil, foreign
 	}
 	return line, b[i+1:], ordinary
-}
-
-// isToken reports whether b is an RFC 9110 token (a method, a header name).
-func isToken[T string | []byte](b T) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for i := range len(b) {
-		if !tokenByte(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func tokenByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // validHost reports whether a Host value is a plain host[:port]: letters, digits, '.', '-',

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/academy-gateway/academy-gateway/internal/httpsyntax"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -78,22 +79,6 @@ func TestHasToken(t *testing.T) {
 	}
 }
 
-// rfcTchar is RFC 9110's tchar, written out independently of tokenByte.
-const rfcTchar = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-// TestTokenByte: tokenByte is RFC 9110's tchar for every byte value.
-func TestTokenByte(t *testing.T) {
-	for c := range 256 {
-		want := strings.IndexByte(rfcTchar, byte(c)) >= 0
-		if got := tokenByte(byte(c)); got != want {
-			t.Errorf("tokenByte(%q) = %v, want %v", byte(c), got, want)
-		}
-	}
-	if isToken("") || isToken([]byte{}) {
-		t.Error("the empty string is a token")
-	}
-}
-
 // TestCanonicalize: canonicalize makes every token name what textproto (and so net/http's
 // request parser) makes it; names with every token byte at the start, in the middle and after a
 // dash are tried.
@@ -105,7 +90,7 @@ func TestCanonicalize(t *testing.T) {
 		"x.y-z", "x~y", "1x-2y",
 	}
 	for c := range 256 {
-		if tokenByte(byte(c)) {
+		if httpsyntax.TokenByte(byte(c)) {
 			s := string(rune(c))
 			names = append(names, s+"ab", "a"+s+"b", "a-"+s+"b", "ab"+s)
 		}
@@ -159,14 +144,12 @@ func viaNetHTTP(head []byte) (parsed, bool) {
 		return parsed{}, false
 	}
 	for k, vs := range r.Header {
-		if !isToken(k) {
+		if !httpsyntax.IsToken(k) {
 			return parsed{}, false
 		}
 		for _, v := range vs {
-			for _, c := range []byte(v) {
-				if (c < ' ' && c != '\t') || c == 0x7f {
-					return parsed{}, false // net/http's server: "invalid header value"
-				}
+			if !httpsyntax.ValidFieldValue(v) {
+				return parsed{}, false // net/http's server: "invalid header value"
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/academy-gateway/academy-gateway/internal/httpsyntax"
 )
 
 // stageSize is how much of a body is held back before the head is written, as net/http holds
@@ -385,7 +387,7 @@ func appendHeader(b []byte, h http.Header, keep func(string) bool) []byte {
 	var keysArr [32]string
 	keys := keysArr[:0]
 	for k := range h {
-		if keep(k) && isToken(k) {
+		if keep(k) && httpsyntax.IsToken(k) {
 			keys = append(keys, k)
 		}
 	}
@@ -428,14 +430,14 @@ func notTrailer(name string) bool {
 // with http.TrailerPrefix.
 func appendTrailers(b []byte, h http.Header, declared []string) []byte {
 	for _, k := range declared {
-		if isToken(k) {
+		if httpsyntax.IsToken(k) {
 			for _, v := range h[k] {
 				b = appendField(b, k, v)
 			}
 		}
 	}
 	for k, vs := range h {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && isToken(name) {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpsyntax.IsToken(name) {
 			for _, v := range vs {
 				b = appendField(b, name, v)
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/academy-gateway/academy-gateway/credential"
 	"github.com/academy-gateway/academy-gateway/httperr"
+	"github.com/academy-gateway/academy-gateway/internal/httpsyntax"
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
@@ -127,7 +128,7 @@ func (f *ForwardAuth) check(r *http.Request, c *check) error {
 	if len(methods) != 1 || len(uris) != 1 || methods[0] == "" || uris[0] == "" {
 		return badRequest("A forward-auth check needs exactly one X-Forwarded-Method and one X-Forwarded-Uri header.", nil)
 	}
-	if !isToken(c.method) {
+	if !httpsyntax.IsToken(c.method) {
 		return badRequest("X-Forwarded-Method is not an HTTP method.", nil)
 	}
 	path, ok := targetPath(uris[0])

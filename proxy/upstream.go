@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/academy-gateway/academy-gateway/internal/httpsyntax"
 )
 
 // NewUpstreamTransport returns the transport of the proxy listener's upstream requests. For a
@@ -206,7 +208,7 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	}
 	w.WriteString("\r\n")
 	for k, vs := range req.Header {
-		if !isToken(k) {
+		if !httpsyntax.IsToken(k) {
 			return fmt.Errorf("invalid header field name %q", k)
 		}
 		if k == "Host" || k == "Content-Length" || k == "Transfer-Encoding" || k == "Trailer" || k == "Connection" {
@@ -216,7 +218,7 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 			if k == "User-Agent" && v == "" {
 				continue
 			}
-			if !validFieldValue(v) {
+			if !httpsyntax.ValidFieldValue(v) {
 				return fmt.Errorf("invalid header field value for %q", k)
 			}
 			w.WriteString(k)
@@ -227,33 +229,6 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 	}
 	w.WriteString("\r\n")
 	return w.Flush()
-}
-
-// isToken reports whether s is an RFC 9110 token (§5.6.2), the syntax of a method and of a
-// header field name: not empty, with no control characters, white space or delimiters.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == ':' || c == '"' || c == '(' || c == ')' || c == ',' || c == '/' ||
-			c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' || c == '[' || c == '\\' ||
-			c == ']' || c == '{' || c == '}' {
-			return false
-		}
-	}
-	return true
-}
-
-// validFieldValue reports whether v holds no control characters but tab.
-func validFieldValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // upBody is an upstream response body; read to the end, it gives its connection back.
