@@ -193,15 +193,12 @@ func (c *conn) readHead(x *exchange) (int, error) {
 	}
 }
 
-// armRead sets the read deadline to from+d unless the one in force is within a tenth of d of
-// it (each update costs a runtime timer update; requests on a connection come microseconds
-// apart). Zero d: none.
+// armRead makes the read deadline fall between from+d and from+d+d/10: a deadline in force
+// within that span stays, any other is replaced by the span's end. Each update costs a runtime
+// timer update, and requests on a connection come microseconds apart, so a connection updates it
+// about once per tenth of d, and a timeout fires after 1 to 1.1 × d, never before. d <= 0: none.
 func (c *conn) armRead(from time.Time, d time.Duration) {
-	var want time.Time
-	if d > 0 {
-		want = from.Add(d)
-	}
-	if want.IsZero() != c.rdl.IsZero() || want.Before(c.rdl) || want.Sub(c.rdl) >= d/10 {
+	if want, ok := rearm(c.rdl, from, d); ok {
 		_ = c.nc.SetReadDeadline(want)
 		c.rdl = want
 	}
@@ -210,18 +207,24 @@ func (c *conn) armRead(from time.Time, d time.Duration) {
 // armWrite is armRead for the write deadline. Without a WriteTimeout a deadline a handler set
 // (http.ResponseController) is cleared: it was that request's.
 func (c *conn) armWrite(from time.Time, d time.Duration) {
-	if d <= 0 {
-		if !c.wdl.IsZero() {
-			_ = c.nc.SetWriteDeadline(time.Time{})
-			c.wdl = time.Time{}
-		}
-		return
-	}
-	want := from.Add(d)
-	if want.Before(c.wdl) || want.Sub(c.wdl) >= d/10 {
+	if want, ok := rearm(c.wdl, from, d); ok {
 		_ = c.nc.SetWriteDeadline(want)
 		c.wdl = want
 	}
+}
+
+// rearm returns the deadline to set in place of cur for a timeout d from from, and whether cur
+// must be replaced (see armRead).
+func rearm(cur, from time.Time, d time.Duration) (time.Time, bool) {
+	if d <= 0 {
+		return time.Time{}, !cur.IsZero()
+	}
+	earliest := from.Add(d)
+	latest := earliest.Add(d / 10)
+	if !cur.IsZero() && !cur.Before(earliest) && !cur.After(latest) {
+		return cur, false
+	}
+	return latest, true
 }
 
 // busyFor returns how long the request in progress has been served, or 0 when none is or its

@@ -251,16 +251,22 @@ func (w *response) FlushError() error {
 // Flush is FlushError for http.Flusher.
 func (w *response) Flush() { _ = w.FlushError() }
 
-// SetWriteDeadline sets the connection's write deadline (http.ResponseController), unless
-// the one in force is at most a tenth of the time to t before it: each update costs a runtime
-// timer update, and Harden asks for one per request.
+// SetWriteDeadline sets the connection's write deadline (http.ResponseController) to between t
+// and a tenth of the time to t later (armRead's rule): each update costs a runtime timer update,
+// and Harden asks for one per request.
 func (w *response) SetWriteDeadline(t time.Time) error {
 	c := w.c
-	if !t.IsZero() && !c.wdl.IsZero() && !c.wdl.After(t) && t.Sub(c.wdl) < time.Until(t)/10 {
+	now := time.Now()
+	if !t.After(now) { // none, or one that has passed already: as asked
+		c.wdl = t
+		return c.nc.SetWriteDeadline(t)
+	}
+	want, ok := rearm(c.wdl, now, t.Sub(now))
+	if !ok {
 		return nil
 	}
-	c.wdl = t
-	return c.nc.SetWriteDeadline(t)
+	c.wdl = want
+	return c.nc.SetWriteDeadline(want)
 }
 
 // SetReadDeadline sets the connection's read deadline (http.ResponseController); the next
