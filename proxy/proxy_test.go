@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -433,26 +432,7 @@ func TestReactiveRefreshReauthRequired(t *testing.T) {
 // complete, the caller gets the gateway's 502/504 with Retry-After, never the Academy's 401 (which a
 // legacy caller reads as "my key is wrong"); only a dead grant is 401 reauthorization_required.
 func TestReactiveRefreshFailureIsNotTheAcademys401(t *testing.T) {
-	tests := []struct {
-		name        string
-		err         error
-		wantStatus  int
-		wantCode    string
-		wantRetry   string
-		wantOutcome string
-	}{
-		{"endpoint down", &tokens.RefreshError{User: "alice", Err: errors.New("connection refused")},
-			502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
-		{"endpoint hangs", &tokens.RefreshError{User: "alice", Err: context.DeadlineExceeded},
-			504, "upstream_timeout", "1", metrics.OutcomeUpstreamError},
-		{"rate limited", &tokens.RefreshError{User: "alice", RetryAfter: 30 * time.Second, Err: errors.New("429")},
-			502, "upstream_unavailable", "30", metrics.OutcomeUpstreamError},
-		{"client credentials refused", &tokens.RefreshError{User: "alice", Err: tokens.ErrClientCredentials},
-			502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
-		{"grant dead", tokens.ErrReauthRequired, 401, "reauthorization_required", "", metrics.OutcomeReauthorization},
-		{"store down", tokens.ErrStoreUnavailable, 503, "token_store_unavailable", "1", metrics.OutcomeStoreError},
-	}
-	for _, tt := range tests {
+	for _, tt := range refreshFailures {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, nil)
 			f.up.valid = "tok-new"

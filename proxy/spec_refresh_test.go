@@ -24,32 +24,36 @@ func (p proactiveTokens) Token(context.Context, tokens.Connection) (tokens.Conne
 	return tokens.Connection{}, false, p.err
 }
 
+// refreshFailures are refreshes that cannot complete, and what the caller gets for each (SPEC §4
+// steps 3 and 5): the same whether the refresh was due before forwarding or called for by an
+// upstream 401.
+var refreshFailures = []struct {
+	name        string
+	err         error
+	wantStatus  int
+	wantCode    string
+	wantRetry   string
+	wantOutcome string
+}{
+	{"endpoint down", &tokens.RefreshError{User: "alice", Err: errors.New("connection refused")},
+		502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
+	{"endpoint hangs", &tokens.RefreshError{User: "alice", Err: context.DeadlineExceeded},
+		504, "upstream_timeout", "1", metrics.OutcomeUpstreamError},
+	{"rate limited", &tokens.RefreshError{User: "alice", RetryAfter: 1500 * time.Millisecond, Err: errors.New("429")},
+		502, "upstream_unavailable", "2", metrics.OutcomeUpstreamError},
+	{"client credentials refused", &tokens.RefreshError{User: "alice", Err: tokens.ErrClientCredentials},
+		502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
+	{"grant dead", tokens.ErrReauthRequired, 401, "reauthorization_required", "", metrics.OutcomeReauthorization},
+	{"store down", tokens.ErrStoreUnavailable, 503, "token_store_unavailable", "1", metrics.OutcomeStoreError},
+}
+
 // TestSpecProactiveRefreshFailure: SPEC §4 steps 3 and 5. A refresh needed before forwarding (an
 // expired token) that cannot complete for a passing reason is 502 upstream_unavailable, or 504
 // upstream_timeout when it timed out, with Retry-After; only a dead grant is 401
 // reauthorization_required; Redis down is 503 token_store_unavailable. The Academy sees no
 // request, and forward-auth answers the same (§4.1: steps 1 to 3, same codes).
 func TestSpecProactiveRefreshFailure(t *testing.T) {
-	tests := []struct {
-		name        string
-		err         error
-		wantStatus  int
-		wantCode    string
-		wantRetry   string
-		wantOutcome string
-	}{
-		{"endpoint down", &tokens.RefreshError{User: "alice", Err: errors.New("connection refused")},
-			502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
-		{"endpoint hangs", &tokens.RefreshError{User: "alice", Err: context.DeadlineExceeded},
-			504, "upstream_timeout", "1", metrics.OutcomeUpstreamError},
-		{"rate limited", &tokens.RefreshError{User: "alice", RetryAfter: 1500 * time.Millisecond, Err: errors.New("429")},
-			502, "upstream_unavailable", "2", metrics.OutcomeUpstreamError},
-		{"client credentials refused", &tokens.RefreshError{User: "alice", Err: tokens.ErrClientCredentials},
-			502, "upstream_unavailable", "1", metrics.OutcomeUpstreamError},
-		{"grant dead", tokens.ErrReauthRequired, 401, "reauthorization_required", "", metrics.OutcomeReauthorization},
-		{"store down", tokens.ErrStoreUnavailable, 503, "token_store_unavailable", "1", metrics.OutcomeStoreError},
-	}
-	for _, tt := range tests {
+	for _, tt := range refreshFailures {
 		t.Run("proxy/"+tt.name, func(t *testing.T) {
 			f := newFixture(t, nil)
 			f.h = New(proactiveTokens{f.tok, tt.err}, f.h.opts)
