@@ -1,12 +1,12 @@
 package httperr
 
 import (
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -50,15 +50,7 @@ var codeRow = regexp.MustCompile("^\\| `([a-z_]+)` \\| ([0-9]{3}) \\|")
 // TestReferenceCodes: the error table of docs/reference.md §4 lists every code a surface sends,
 // each once, with the status the specification gives it.
 func TestReferenceCodes(t *testing.T) {
-	doc, err := os.ReadFile("../docs/reference.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(doc), "\n## 4. The proxy listener\n")
-	if !ok {
-		t.Fatal("docs/reference.md has no section 4. The proxy listener")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
+	section := testutil.ReferenceSection(t, "4. The proxy listener")
 	documented := map[Code]int{}
 	for line := range strings.SplitSeq(section, "\n") {
 		m := codeRow.FindStringSubmatch(line)

@@ -1,7 +1,6 @@
 package metrics_test
 
 import (
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/academy-gateway/academy-gateway/internal/metricstest"
+	"github.com/academy-gateway/academy-gateway/internal/testutil"
 	"github.com/academy-gateway/academy-gateway/metrics"
 )
 
@@ -112,15 +112,7 @@ var (
 // in backticks; their values follow a colon or stand in parentheses; "none" is no label.
 func referenceMetrics(t *testing.T) map[string]contractMetric {
 	t.Helper()
-	doc, err := os.ReadFile("../docs/reference.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(doc), "\n## 7. Metrics\n")
-	if !ok {
-		t.Fatal("docs/reference.md has no section 7. Metrics")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
+	section := testutil.ReferenceSection(t, "7. Metrics")
 	rows := map[string]contractMetric{}
 	for line := range strings.SplitSeq(section, "\n") {
 		m := metricRow.FindStringSubmatch(line)

@@ -1,10 +1,15 @@
-// Package testutil holds the helpers that tests of several packages share. Its one job today is
-// waiting for a condition without sleeping a fixed time: Eventually polls a condition until it
-// holds or a bound passes, so tests never "sleep and hope".
+// Package testutil holds the helpers that tests of several packages share: waiting for a
+// condition without sleeping a fixed time (Eventually polls a condition until it holds or a bound
+// passes, so tests never "sleep and hope"), and reading a section of docs/reference.md, which
+// the contract tests check the code against.
 package testutil
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,4 +56,21 @@ func EventuallyEvery(tb testing.TB, within, every time.Duration, cond func() err
 		}
 		<-tick.C // the poll interval, bounded by within
 	}
+}
+
+// ReferenceSection returns the body of the section of docs/reference.md titled heading (as
+// "4. The proxy listener"), up to the next section, and fails the test when there is none.
+func ReferenceSection(tb testing.TB, heading string) string {
+	tb.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	doc, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "..", "docs", "reference.md"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## "+heading+"\n")
+	if !ok {
+		tb.Fatalf("docs/reference.md has no section %s", heading)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	return section
 }
