@@ -288,9 +288,7 @@ func TestShutdown(t *testing.T) {
 			if a := c.mustAnswer("/"); a.Close {
 				t.Fatal("answer before Shutdown carries Connection: close")
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := ts.shutdown(ctx); err != nil {
+			if err := <-ts.shutdownAsync(5 * time.Second); err != nil {
 				t.Fatalf("Shutdown: %v, want nil", err)
 			}
 			if _, got, err := c.waitClosed(); err != nil || len(got) > 0 {
@@ -374,9 +372,7 @@ func TestShutdownHandedOver(t *testing.T) {
 		if got := []string{<-loops, <-loops}; got[0] != "own" || got[1] != "net/http" {
 			t.Fatalf("served by %q, want the GET by h1server's loop and the POST by net/http", got)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := ts.shutdown(ctx); err != nil {
+		if err := <-ts.shutdownAsync(5 * time.Second); err != nil {
 			t.Fatalf("Shutdown: %v, want nil", err)
 		}
 		if _, got, err := c.waitClosed(); err != nil || len(got) > 0 {
