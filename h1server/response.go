@@ -95,17 +95,17 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.status = code
 	h := w.header
-	if v, ok := h["Content-Length"]; ok {
-		w.clSet = true
-		if n, err := strconv.ParseInt(first(v), 10, 64); err == nil && n >= 0 {
+	if _, w.clSet = h["Content-Length"]; w.clSet {
+		v := h.Get("Content-Length")
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 			w.cl = n
 		} else {
-			w.c.s.logf("http: invalid Content-Length of %q", first(v))
+			w.c.s.logf("http: invalid Content-Length of %q", v)
 		}
 	}
 	_, w.typed = h["Content-Type"]
-	w.encoded = first(h["Content-Encoding"]) != ""
-	w.te = first(h["Transfer-Encoding"])
+	w.encoded = h.Get("Content-Encoding") != ""
+	w.te = h.Get("Transfer-Encoding")
 	if w.te != "" && w.cl != -1 {
 		w.c.s.logf("http: WriteHeader called with both Transfer-Encoding of %q and a Content-Length of %d", w.te, w.cl)
 		w.cl = -1
@@ -134,13 +134,6 @@ func (w *response) WriteHeader(code int) {
 		}
 		return true
 	})
-}
-
-func first(v []string) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
 }
 
 // informational writes a 1xx answer with the header set so far.
