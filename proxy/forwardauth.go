@@ -69,17 +69,14 @@ func NewForwardAuth(tok Tokens, opts ForwardAuthOptions) *ForwardAuth {
 
 // check is one forward-auth check in progress: what is logged and counted about it.
 type check struct {
-	requestID string
-	method    string // X-Forwarded-Method
-	path      string // path of X-Forwarded-Uri, for the log
-	decision
+	accessLine // method: X-Forwarded-Method
 }
 
 // ServeHTTP answers one check: any method on ForwardAuthPath. Other paths are not checks: they
 // get 404 not_found and are neither counted nor logged.
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := f.opts.Now()
-	c := &check{requestID: f.ids.from(r.Header.Get("X-Request-Id"))}
+	c := &check{accessLine{requestID: f.ids.from(r.Header.Get("X-Request-Id"))}}
 	h := w.Header() // canonical names assigned directly: Set would canonicalise each again
 	h["X-Request-Id"] = []string{c.requestID}
 	h["Cache-Control"] = []string{"no-store"}
@@ -87,30 +84,20 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, httperr.New(http.StatusNotFound, httperr.NotFound, "The auth listener answers only "+ForwardAuthPath+"."), c.requestID)
 		return
 	}
-	status, outcome := http.StatusOK, metrics.OutcomeAllowed
+	c.status, c.outcome = http.StatusOK, metrics.OutcomeAllowed
 	if err := f.check(r, c); err != nil {
 		var e *httperr.Error
-		e, outcome = classify(err) // forbidden is a code and an outcome of its own
-		status = e.Status
+		e, c.outcome = classify(err) // forbidden is a code and an outcome of its own
+		c.status = e.Status
 		f.refuse(w, c, e)
 	} else {
 		h["Authorization"] = []string{"Bearer " + c.conn.AccessToken}
 		w.WriteHeader(http.StatusOK)
 	}
-	d := f.opts.Now().Sub(start)
-	f.opts.Metrics.ForwardAuthRequests.WithLabelValues(methodLabel(c.method), statusLabel(status), outcome).Inc()
+	c.duration = f.opts.Now().Sub(start)
+	f.opts.Metrics.ForwardAuthRequests.WithLabelValues(methodLabel(c.method), statusLabel(c.status), c.outcome).Inc()
 	if ce := f.opts.Logger.Check(zap.InfoLevel, "forward-auth check"); ce != nil {
-		ce.Write(
-			zap.String("request_id", c.requestID),
-			zap.String("user", c.user),
-			zap.String("key_id", c.keyID),
-			zap.String("method", c.method),
-			zap.String("path", c.path),
-			zap.Int("status", status),
-			zap.String("outcome", outcome),
-			zap.Duration("duration", d),
-			zap.Bool("refreshed", c.refreshed),
-		)
+		ce.Write(zap.Inline(&c.accessLine))
 	}
 }
 
@@ -132,7 +119,7 @@ func (f *ForwardAuth) check(r *http.Request, c *check) error {
 		return badRequest("X-Forwarded-Method is not an HTTP method.", nil)
 	}
 	path, ok := targetPath(uris[0])
-	c.path = path
+	c.urlPath = path
 	if !ok {
 		return badRequest("X-Forwarded-Uri is not a request target (an absolute path and an optional query).", nil)
 	}

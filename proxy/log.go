@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/academy-gateway/academy-gateway/httperr"
 	"github.com/academy-gateway/academy-gateway/metrics"
@@ -41,31 +42,53 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // finish records the request's metrics and writes its access line (docs/reference.md §8). Only ids, never
 // keys or tokens, and the path without its query, which may carry secrets.
 func (h *Handler) finish(w *statusWriter, r *http.Request, x *exchange, start time.Time) {
-	status := w.status
-	if status == 0 {
-		status = httperr.StatusClientClosed
+	x.status = w.status
+	if x.status == 0 {
+		x.status = httperr.StatusClientClosed
 	}
 	if x.outcome == "" {
 		x.outcome = metrics.OutcomeForwarded
 	}
-	d := h.opts.Now().Sub(start)
+	x.duration = h.opts.Now().Sub(start)
 	method := methodLabel(r.Method)
-	h.opts.Metrics.Requests.WithLabelValues(method, statusLabel(status), x.outcome).Inc()
-	h.opts.Metrics.RequestDuration.WithLabelValues(method, x.outcome).Observe(d.Seconds())
+	h.opts.Metrics.Requests.WithLabelValues(method, statusLabel(x.status), x.outcome).Inc()
+	h.opts.Metrics.RequestDuration.WithLabelValues(method, x.outcome).Observe(x.duration.Seconds())
 	if ce := h.opts.Logger.Check(zap.InfoLevel, "request"); ce != nil {
-		ce.Write(
-			zap.String("request_id", x.requestID),
-			zap.String("user", x.user),
-			zap.String("key_id", x.keyID),
-			zap.String("method", r.Method),
-			zap.String("path", r.URL.EscapedPath()),
-			zap.Int("status", status),
-			zap.String("outcome", x.outcome),
-			zap.Duration("duration", d),
-			zap.Duration("upstream_duration", x.upstream),
-			zap.Bool("refreshed", x.refreshed),
-		)
+		x.method, x.urlPath, x.proxied = r.Method, r.URL.EscapedPath(), true
+		ce.Write(zap.Inline(&x.accessLine))
 	}
+}
+
+// accessLine is what the access line of a request or a forward-auth check says (docs/reference.md
+// §8), kept with the rest of the request's state. Written as one inline field it costs no
+// allocation, where ten zap.Fields are a 640-byte slice per request.
+type accessLine struct {
+	requestID string
+	decision
+	method   string
+	urlPath  string // the caller's path (forward-auth: of X-Forwarded-Uri), without the query
+	status   int
+	outcome  string
+	duration time.Duration
+	upstream time.Duration // time spent waiting for the Academy
+	proxied  bool          // a proxied request, whose line has upstream_duration
+}
+
+// MarshalLogObject writes the line's fields, in the order docs/reference.md §8 lists them.
+func (l *accessLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("request_id", l.requestID)
+	enc.AddString("user", l.user)
+	enc.AddString("key_id", l.keyID)
+	enc.AddString("method", l.method)
+	enc.AddString("path", l.urlPath)
+	enc.AddInt64("status", int64(l.status))
+	enc.AddString("outcome", l.outcome)
+	enc.AddDuration("duration", l.duration)
+	if l.proxied {
+		enc.AddDuration("upstream_duration", l.upstream)
+	}
+	enc.AddBool("refreshed", l.refreshed)
+	return nil
 }
 
 // statusLabel is strconv.Itoa(status) without an allocation for the statuses most answers

@@ -95,12 +95,9 @@ func New(tok Tokens, opts Options) *Handler {
 
 // exchange is the per-request state shared by the handler, the transport and the access log.
 type exchange struct {
-	requestID string
-	decision
+	accessLine
 	replay     []byte // the request body, when small enough to send again
 	replayable bool
-	upstream   time.Duration
-	outcome    string
 
 	// Allocated with the exchange, so a request costs one allocation for all three.
 	sw      statusWriter
@@ -117,7 +114,7 @@ func exchangeFrom(ctx context.Context) *exchange {
 // ServeHTTP implements docs/reference.md §4 for one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
-	x := &exchange{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}
+	x := &exchange{accessLine: accessLine{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}}
 	x.sw.ResponseWriter = w
 	sw := &x.sw
 	x.headers[0] = x.requestID
