@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/academy-gateway/academy-gateway/admin"
 	"github.com/academy-gateway/academy-gateway/audit"
@@ -73,12 +71,17 @@ type appOptions struct {
 	webhooks func(*webhooks.Options)
 	// tls overrides how the listeners' certificate is reloaded (zero: tlsreload's defaults).
 	tls tlsreload.Options
+	// accessLog receives the request path's lines (newServeLoggers); nil: the app's logger.
+	accessLog *zap.Logger
 	// embeddedRedis says the embedded Redis is chosen, not an empty redis.url left by mistake
 	// (demo): it is then noted at INFO instead of warned about.
 	embeddedRedis bool
 }
 
 func newApp(cfg config.Config, log *zap.Logger, opts appOptions) (*app, error) {
+	if opts.accessLog == nil {
+		opts.accessLog = log
+	}
 	a := &app{cfg: cfg, log: log, opts: opts, reg: prometheus.NewRegistry(), watching: make(chan struct{})}
 	v, _ := buildVersion()
 	a.m = metrics.New(a.reg, v)
@@ -206,7 +209,7 @@ func (a *app) proxyHandler() http.Handler {
 		StripPrefixes: a.cfg.Upstream.StripPrefixes,
 		Transport:     proxy.NewUpstreamTransport(upstream, a.cfg.Upstream.Timeout.D()),
 		Metrics:       a.m,
-		Logger:        a.log.Named("access"),
+		Logger:        a.opts.accessLog.Named("access"),
 		MaxBodyBytes:  a.cfg.Server.MaxBodyBytes,
 		StaticUser:    a.staticUser(),
 	}
@@ -248,7 +251,7 @@ func (a *app) authHandler() http.Handler {
 		StripPrefixes: a.cfg.Upstream.StripPrefixes,
 		Token:         a.cfg.Security.ForwardAuthToken,
 		Metrics:       a.m,
-		Logger:        a.log.Named("forward_auth"),
+		Logger:        a.opts.accessLog.Named("forward_auth"),
 		StaticUser:    a.staticUser(),
 	}
 	// Harden's refusals are logged, not counted: its counter is the proxy listener's.
@@ -376,37 +379,6 @@ func (a *app) serve(ctx context.Context, proxyLn, opsLn, authLn net.Listener) er
 	return err
 }
 
-// newLogger builds the zap logger of log.level and log.format, writing to w. The console
-// format colours levels only when w is a terminal: colour codes in a file or a log collector
-// are noise.
-func newLogger(c config.Log, w io.Writer) *zap.Logger {
-	level, _ := zapcore.ParseLevel(c.Level) // validated by config
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey, enc.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
-	var encoder zapcore.Encoder
-	if c.Format == "console" {
-		enc.EncodeLevel = zapcore.CapitalLevelEncoder
-		if isTerminal(w) {
-			enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		}
-		encoder = zapcore.NewConsoleEncoder(enc)
-	} else {
-		encoder = zapcore.NewJSONEncoder(enc)
-	}
-	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level))
-}
-
-// isTerminal reports whether w is a character device such as a terminal (not a file, pipe or
-// buffer).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
 // serve is the serve command.
 func (e env) serve(ctx context.Context, args []string) error {
 	fs, path := e.newFlags("serve")
@@ -417,11 +389,11 @@ func (e env) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := e.logger(cfg.Log)
-	defer log.Sync()
+	log, access, stopLogs := e.serveLoggers(cfg.Log)
+	defer stopLogs()
 	applyMemoryLimit(log, e.getenv)
 	keepHeapFloor(e.getenv, heapFloor, ctx.Done())
-	a, err := newApp(cfg, log, appOptions{})
+	a, err := newApp(cfg, log, appOptions{accessLog: access})
 	if err != nil {
 		return err
 	}

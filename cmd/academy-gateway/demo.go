@@ -44,13 +44,13 @@ func (e env) demo(ctx context.Context, args []string) error {
 	gatewayURL := "http://" + proxyLn.Addr().String()
 
 	cfg := demoConfig(simURL, gatewayURL, *minute)
-	log := e.logger(cfg.Log)
-	defer log.Sync()
+	log, access, stopLogs := e.serveLoggers(cfg.Log)
+	defer stopLogs()
 	simSrv := &http.Server{Handler: sim.New(sim.Options{Minute: *minute}), ReadHeaderTimeout: 10 * time.Second}
 	go simSrv.Serve(simLn)
 	defer simSrv.Close()
 
-	a, err := newApp(cfg, log, appOptions{managerInterval: 5 * *minute, embeddedRedis: true})
+	a, err := newApp(cfg, log, appOptions{managerInterval: 5 * *minute, embeddedRedis: true, accessLog: access})
 	if err != nil {
 		proxyLn.Close()
 		opsLn.Close()

@@ -42,3 +42,10 @@ func (e env) logger(c config.Log) *zap.Logger {
 	e.redisLog.use(l)
 	return l
 }
+
+// serveLoggers is logger for the commands that serve requests (newServeLoggers).
+func (e env) serveLoggers(c config.Log) (log, access *zap.Logger, stop func()) {
+	log, access, stop = newServeLoggers(c, e.stderr, accessFlushInterval)
+	e.redisLog.use(log)
+	return log, access, stop
+}
