@@ -54,7 +54,7 @@ func (h *Handler) finish(w *statusWriter, r *http.Request, x *exchange, start ti
 	h.opts.Metrics.Requests.WithLabelValues(method, statusLabel(x.status), x.outcome).Inc()
 	h.opts.Metrics.RequestDuration.WithLabelValues(method, x.outcome).Observe(x.duration.Seconds())
 	if ce := h.opts.Logger.Check(zap.InfoLevel, "request"); ce != nil {
-		x.method, x.urlPath, x.proxied = r.Method, r.URL.EscapedPath(), true
+		x.method, x.urlPath = r.Method, r.URL.EscapedPath()
 		ce.Write(zap.Inline(&x.accessLine))
 	}
 }

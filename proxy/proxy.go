@@ -114,7 +114,7 @@ func exchangeFrom(ctx context.Context) *exchange {
 // ServeHTTP implements docs/reference.md §4 for one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
-	x := &exchange{accessLine: accessLine{requestID: h.ids.from(r.Header.Get("X-Request-Id"))}}
+	x := &exchange{accessLine: accessLine{requestID: h.ids.from(r.Header.Get("X-Request-Id")), proxied: true}}
 	x.sw.ResponseWriter = w
 	sw := &x.sw
 	x.headers[0] = x.requestID

@@ -43,7 +43,7 @@ func (e env) logger(c config.Log) *zap.Logger {
 	return l
 }
 
-// serveLoggers is logger for the commands that serve requests (newServeLoggers).
+// serveLoggers is logger's counterpart for the commands that serve requests (newServeLoggers).
 func (e env) serveLoggers(c config.Log) (log, access *zap.Logger, stop func()) {
 	log, access, stop = newServeLoggers(c, e.stderr, accessFlushInterval)
 	e.redisLog.use(log)
